@@ -1,0 +1,21 @@
+"""User-facing errors: each one is a single clear sentence naming the problem (the CLI exits 2 on them)."""
+
+
+class TTSIError(Exception):
+    """Bad input or an unusable resource; the message alone tells the user what to fix."""
+
+
+class ConfigError(TTSIError):
+    """A setting is out of range or inconsistent with the chosen method."""
+
+
+class TaskError(TTSIError):
+    """A task file or task object is malformed, or lacks what the method needs."""
+
+
+class ModelLoadError(TTSIError):
+    """A model or tokenizer could not be loaded from the given id or directory."""
+
+
+class TeacherError(TTSIError):
+    """The TT-D teacher endpoint is unreachable, refused the request, or returned nothing usable."""
