@@ -1,0 +1,175 @@
+"""The model backend: a Hugging Face causal LM with the two primitives the stages need, `score` and `generate`."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ttsi.errors import ModelLoadError
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Scored:
+    """Log-probability of one continuation after a prompt."""
+
+    logprob: float  # summed over the continuation's tokens
+    n_tokens: int
+    token_logprobs: list[float]
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":  # bf16 where the hardware has it; CPU bf16 matmuls are slow and lossy
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def _looks_local(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else is meant as a directory."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+class HFModel:
+    """A causal LM and its tokenizer; prompts are rendered with the tokenizer's chat template when it has one."""
+
+    def __init__(self, model: Any, tokenizer: Any, name: str = ""):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name or getattr(model.config, "_name_or_path", "")
+        eos = [tokenizer.eos_token_id, *_as_list(getattr(model.generation_config, "eos_token_id", None))]
+        self.eos_ids = [i for i in dict.fromkeys(eos) if i is not None]
+        self.pad_id = next(i for i in (tokenizer.pad_token_id, *self.eos_ids, 0) if i is not None)
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None,
+                        trust_remote_code: bool = False) -> HFModel:
+        """Load a model id or local directory (the same path users take for Qwen2.5 and for the tests' tiny models)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(name_or_path).expanduser()
+        if not path.exists() and _looks_local(name_or_path):
+            raise ModelLoadError(f"model path {name_or_path} does not exist")
+        if path.exists() and not (path / "config.json").exists():
+            raise ModelLoadError(f"model directory {name_or_path} has no config.json (not a Hugging Face model)")
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
+        source = str(path) if path.exists() else name_or_path
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
+                                                         trust_remote_code=trust_remote_code)
+        except (OSError, ValueError, KeyError) as e:
+            hint = " (hub downloads are off: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+            raise ModelLoadError(f"could not load model {name_or_path!r}{hint}: {str(e).splitlines()[0]}") from None
+        return cls(model.to(target), tokenizer, name=name_or_path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---- text <-> tokens -------------------------------------------------------------------------------------
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The exact prompt text for these messages, ending where the assistant's reply begins."""
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        bos = self.tokenizer.bos_token or ""  # no template: a plain transcript, still with the model's BOS
+        turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+        return f"{bos}{turns}Assistant: "
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` as is: prompts already carry their special tokens."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # ---- primitives ------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, prompt: str, continuations: list[str], batch_size: int = 16) -> list[Scored]:
+        """Summed log P(continuation | prompt) for each continuation, tokens of the two encoded separately.
+
+        The continuation is encoded on its own and appended to the prompt's ids, which is exactly how the
+        model would produce it when generating after the prompt.
+        """
+        prompt_ids = self.encode(prompt)
+        results: list[Scored] = []
+        for i in range(0, len(continuations), batch_size):
+            results += self._score_batch(prompt_ids, [self.encode(c) for c in continuations[i: i + batch_size]])
+        return results
+
+    def _score_batch(self, prompt_ids: list[int], conts: list[list[int]]) -> list[Scored]:
+        if any(not c for c in conts):
+            raise ValueError("cannot score an empty continuation")
+        seqs = [prompt_ids + c for c in conts]
+        input_ids, mask = self._left_pad(seqs)
+        keep = max(len(c) for c in conts) + 1  # only the positions that predict continuation tokens
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._keeps_logits else {}
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=_positions(mask), use_cache=False,
+                         **kwargs)
+        logprobs = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)
+        scored = []
+        for row, cont in enumerate(conts):
+            m = len(cont)
+            target = torch.tensor(cont, device=logprobs.device)
+            token_lp = logprobs[row, keep - m - 1: keep - 1].gather(-1, target[:, None])[:, 0]
+            scored.append(Scored(float(token_lp.sum()), m, token_lp.tolist()))
+        return scored
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 num_return_sequences: int = 1, seed: int | None = None) -> list[str]:
+        """Completions for each prompt (num_return_sequences each, prompt-major); greedy when temperature is 0."""
+        from transformers import GenerationConfig
+
+        input_ids, mask = self._left_pad([self.encode(p) for p in prompts])
+        sample = temperature > 0
+        # Every decoding field is pinned: fields left unset would be filled from the model's own generation
+        # defaults (Qwen2.5 ships top_k=20 and repetition_penalty=1.05), so "greedy" would not be argmax.
+        decoding = ({"temperature": temperature, "top_p": top_p, "top_k": 0} if sample  # top_k 0: no cut
+                    else {"temperature": 1.0, "top_p": 1.0, "top_k": 50})  # library defaults: inert when greedy
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, **decoding,
+                                  repetition_penalty=1.0, no_repeat_ngram_size=0,
+                                  num_return_sequences=num_return_sequences,
+                                  pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # seeded sampling without disturbing the caller's RNG
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
+        return [self.decode(row[input_ids.shape[1]:].tolist()) for row in out]
+
+    def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 after left padding."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _as_list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, (list, tuple)) else [x]

@@ -1,0 +1,65 @@
+"""The chat messages the agent sends: the answer prompt (with optional demonstrations) and the synthesis prompt."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from ttsi.formats import AnswerFormat, AnswerParseError
+from ttsi.task import Call, Task, Tool
+
+Messages = list[dict[str, str]]
+
+
+def tools_block(tools: list[Tool]) -> str:
+    return "\n".join(json.dumps(t.to_openai()["function"], ensure_ascii=False) for t in tools)
+
+
+def system_prompt(task: Task, fmt: AnswerFormat) -> str:
+    return ("You are a tool-calling assistant. You can call these functions:\n"
+            f"{tools_block(task.tools)}\n{fmt.instruction()}")
+
+
+def answer_messages(task: Task, fmt: AnswerFormat, demos: list[tuple[str, str]] = ()) -> Messages:
+    """System prompt with tools and format, optional (query, answer) demonstrations, then the task's turns."""
+    system = system_prompt(task, fmt)
+    turns = list(task.messages)
+    if turns and turns[0]["role"] == "system":  # one system turn: many chat templates refuse two
+        system = f"{turns[0]['content']}\n\n{system}"
+        turns = turns[1:]
+    shots: Messages = []
+    for query, answer in demos:
+        shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+    return [{"role": "system", "content": system}, *shots, *turns]
+
+
+def synthesis_messages(task: Task, fmt: AnswerFormat) -> Messages:
+    """Ask for one new request similar to the task's, with its answer. The task's label is never shown."""
+    prompt = (
+        "You write training data for a tool-calling assistant. The assistant can call these functions:\n"
+        f"{tools_block(task.tools)}\n\n"
+        f"Example request:\n{task.query}\n\n"
+        "Write one new user request that is similar to the example but not the same, that these functions can "
+        f"serve, and its correct answer. {fmt.instruction()}\n"
+        "Reply in exactly this form:\nRequest: <the new request>\nAnswer: <the answer>"
+    )
+    return [{"role": "user", "content": prompt}]
+
+
+_PAIR = re.compile(r"Request:\s*(?P<query>.*?)\s*\n\s*Answer:\s*(?P<answer>.*)", re.DOTALL | re.IGNORECASE)
+
+
+def render_pair(query: str, calls: list[Call], fmt: AnswerFormat) -> str:
+    """The reply a perfect synthesizer writes: the inverse of `parse_pair`."""
+    return f"Request: {query}\nAnswer: {fmt.render(calls)}"
+
+
+def parse_pair(text: str, fmt: AnswerFormat) -> tuple[str, list[Call]]:
+    """(request, calls) from a synthesis reply; raises AnswerParseError."""
+    match = _PAIR.search(text)
+    if not match:
+        raise AnswerParseError("no_pair", "reply lacks 'Request:' and 'Answer:' lines")
+    query = match.group("query").strip().strip('"').strip()
+    if not query:
+        raise AnswerParseError("empty_query", "the new request is empty")
+    return query, fmt.parse(match.group("answer"))

@@ -1,0 +1,208 @@
+"""The task format: one test input with its tools (OpenAI function schemas) and an optional gold answer.
+
+JSON shape::
+
+    {"id": "weather-1",
+     "messages": [{"role": "user", "content": "..."}],      # or "query": "..."
+     "tools": [{"type": "function", "function": {"name", "description", "parameters"}}, ...],
+     "answer": [{"name": "get_weather", "arguments": {"city": "Paris"}}],   # optional gold
+     "format": "json"}                                        # optional answer format
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttsi.errors import TaskError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One callable function offered to the agent."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments object
+
+    @property
+    def required(self) -> list[str]:
+        return list(self.parameters.get("required", []))
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.parameters.get("properties", {}))
+
+    def to_openai(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "description": self.description,
+                                                 "parameters": self.parameters}}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One function call: the unit of an answer."""
+
+    name: str
+    arguments: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class Task:
+    """One test input x. The gold `answer` is only ever read by scoring and the oracle ablation."""
+
+    id: str
+    messages: list[dict[str, str]]
+    tools: list[Tool]
+    answer: list[Call] | None = None
+    format: str = "json"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def query(self) -> str:
+        """The last user turn: the request the agent must serve."""
+        for message in reversed(self.messages):
+            if message["role"] == "user":
+                return message["content"]
+        return self.messages[-1]["content"]
+
+    def tool(self, name: str) -> Tool | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def with_query(self, query: str, task_id: str | None = None) -> Task:
+        """A sibling task: same tools and format, one user turn, no gold (used for synthetic inputs)."""
+        return Task(id=task_id or f"{self.id}/synthetic", messages=[{"role": "user", "content": query}],
+                    tools=self.tools, answer=None, format=self.format)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"id": self.id, "messages": self.messages,
+                             "tools": [t.to_openai() for t in self.tools], "format": self.format}
+        if self.answer is not None:
+            d["answer"] = [c.to_dict() for c in self.answer]
+        if self.meta:
+            d["meta"] = self.meta
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "task") -> Task:
+        """Validate and convert one task object; every problem raises TaskError naming the field."""
+        if not isinstance(d, dict):
+            raise TaskError(f"{where}: a task must be a JSON object, got {type(d).__name__}")
+        task_id = d.get("id")
+        if not isinstance(task_id, (str, int)) or task_id == "":
+            raise TaskError(f"{where}: missing 'id' (a non-empty string)")
+        where = f"{where} {task_id!r}"
+        messages = _messages(d, where)
+        tools = [_tool(t, i, where) for i, t in enumerate(_list(d.get("tools", []), "tools", where))]
+        names = [t.name for t in tools]
+        if len(set(names)) != len(names):
+            raise TaskError(f"{where}: duplicate tool names in 'tools'")
+        answer = None
+        if d.get("answer") is not None:
+            answer = [call_from_dict(c, f"{where} answer[{i}]")
+                      for i, c in enumerate(_list(d["answer"], "answer", where))]
+        fmt = d.get("format", "json")
+        if not isinstance(fmt, str):
+            raise TaskError(f"{where}: 'format' must be a string")
+        meta = d.get("meta", {})
+        return cls(id=str(task_id), messages=messages, tools=tools, answer=answer, format=fmt,
+                   meta=meta if isinstance(meta, dict) else {})
+
+
+def call_from_dict(c: Any, where: str) -> Call:
+    if not isinstance(c, dict) or not isinstance(c.get("name"), str) or not c["name"]:
+        raise TaskError(f"{where}: a call needs a 'name' string")
+    args = c.get("arguments", {})
+    if isinstance(args, str):  # OpenAI sends arguments as a JSON string
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{where}: 'arguments' is a string that is not valid JSON ({e.msg})") from None
+    if not isinstance(args, dict):
+        raise TaskError(f"{where}: 'arguments' must be an object")
+    return Call(c["name"], args)
+
+
+def _list(value: Any, name: str, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TaskError(f"{where}: '{name}' must be a list")
+    return value
+
+
+def _messages(d: dict[str, Any], where: str) -> list[dict[str, str]]:
+    if "messages" in d:
+        messages = _list(d["messages"], "messages", where)
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+                raise TaskError(f"{where}: messages[{i}] needs a 'role' ({', '.join(ROLES)}) and a 'content' string")
+        if not messages:
+            raise TaskError(f"{where}: 'messages' is empty")
+        return [{"role": m["role"], "content": m["content"]} for m in messages]
+    query = d.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise TaskError(f"{where}: needs 'messages' or a non-empty 'query'")
+    return [{"role": "user", "content": query}]
+
+
+def _tool(t: Any, i: int, where: str) -> Tool:
+    spec = t.get("function", t) if isinstance(t, dict) else None
+    if not isinstance(spec, dict):
+        raise TaskError(f"{where}: tools[{i}] must be an object (an OpenAI function schema)")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise TaskError(f"{where}: tools[{i}] is missing 'name'")
+    params = spec.get("parameters")
+    if not isinstance(params, dict):
+        raise TaskError(f"{where}: tool {name!r} is missing 'parameters' (a JSON schema object)")
+    if not isinstance(params.get("properties", {}), dict) or not isinstance(params.get("required", []), list):
+        raise TaskError(f"{where}: tool {name!r} has malformed 'parameters' (properties must be an object, "
+                        "required a list)")
+    return Tool(name=name, description=str(spec.get("description", "")), parameters=params)
+
+
+def load_task(path: str | Path) -> Task:
+    """Read one task from a JSON file."""
+    return Task.from_dict(_read_json(path), where=str(path))
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Read tasks from a JSON list or a JSON Lines file."""
+    path = Path(path)
+    text = _read_text(path)
+    if path.suffix == ".jsonl":
+        items: Iterable[tuple[str, Any]] = (
+            (f"{path}:{n}", _loads(line, f"{path}:{n}")) for n, line in enumerate(text.splitlines(), 1) if line.strip())
+    else:
+        data = _loads(text, str(path))
+        items = ((f"{path}[{i}]", d) for i, d in enumerate(data if isinstance(data, list) else [data]))
+    tasks = [Task.from_dict(d, where=w) for w, d in items]
+    if not tasks:
+        raise TaskError(f"{path}: contains no tasks")
+    return tasks
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TaskError(f"task file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise TaskError(f"task file {path} cannot be read: {e}") from None
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TaskError(f"{where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+def _read_json(path: str | Path) -> Any:
+    return _loads(_read_text(path), f"task file {path}")

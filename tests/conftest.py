@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny models built from a config with a tokenizer trained here, never downloaded."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+from ttsi.formats import get_format
+from ttsi.model import HFModel
+from ttsi.prompts import answer_messages, synthesis_messages
+from ttsi.task import Call, Task, Tool
+from ttsi.tiny import build_tiny_model, train_tokenizer
+from ttsi.toy import SEEN, build_toy_model, make_tasks
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def weather_task(**overrides) -> Task:
+    props = {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}
+    tools = [
+        Tool("get_weather", "Current weather", {"type": "object", "properties": props, "required": ["city"]}),
+        Tool("send_email", "Send an email", {"type": "object", "properties": {"to": {"type": "string"}},
+                                             "required": ["to"]}),
+        Tool("set_alarm", "Set an alarm", {"type": "object", "properties": {"hour": {"type": "integer"}},
+                                           "required": ["hour"]}),
+    ]
+    fields = {"id": "w-1", "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+              "tools": tools, "answer": [Call("get_weather", {"city": "Paris"})]}
+    fields.update(overrides)
+    return Task(**fields)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    fmt = get_format("json")
+    tasks = [weather_task(), *make_tasks(40, SEEN, seed=0)]
+    corpus = [m["content"] for t in tasks for m in answer_messages(t, fmt) + synthesis_messages(t, fmt)]
+    return train_tokenizer(corpus, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(tmp_path_factory, tokenizer):
+    return build_tiny_model(tmp_path_factory.mktemp("qwen"), tokenizer, arch="qwen2", seed=0, hidden=32)
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tokenizer):
+    return build_tiny_model(tmp_path_factory.mktemp("llama"), tokenizer, arch="llama", seed=0, hidden=32)
+
+
+@pytest.fixture
+def qwen(qwen_dir) -> HFModel:
+    """A fresh load per test: LoRA wrapping mutates the module tree."""
+    return HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory):
+    """A tiny model trained briefly on the toy tools: it writes well-formed calls and synthesis replies."""
+    return build_toy_model(tmp_path_factory.mktemp("toy"), steps=500, lr=1e-2, seed=0)
+
+
+@pytest.fixture
+def toy(toy_dir) -> HFModel:
+    return HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")
