@@ -1,0 +1,127 @@
+"""Self-awareness: score the candidate actions, measure confidence, and flag the input when it is below tau.
+
+Relative Softmax Scoring (the paper): l_n = log P(a_n | x) over the N candidate actions, p = softmax(l),
+margin u = p(1) - p(2), uncertain iff u < tau. Two other confidences sit behind the same interface so the gate
+can be compared: 1 - normalised predictive entropy over the candidates, and the top candidate's geometric-mean
+token probability (1 / perplexity). All three lie in [0, 1]; larger means more confident.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ttsi.config import GateConfig
+from ttsi.formats import AnswerFormat
+from ttsi.model import HFModel, Scored
+
+
+@dataclass
+class Uncertainty:
+    """Everything the gate computed for one input: enough to recompute its decision by hand."""
+
+    candidates: list[str]  # function names, in the task's tool order
+    continuations: list[str]  # the exact text scored after the prompt for each candidate
+    logprobs: list[float]  # l_n, summed or length-normalised per the config
+    n_tokens: list[int]
+    probs: list[float]  # softmax(l)
+    margin: float  # p(1) - p(2)
+    measure: str
+    confidence: float  # the number compared with tau
+    tau: float
+    uncertain: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relative_softmax(logprobs: list[float]) -> list[float]:
+    """softmax over candidates, shifted by the max so very negative log-probs do not underflow."""
+    top = max(logprobs)
+    exps = [math.exp(lp - top) for lp in logprobs]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def margin(probs: list[float]) -> float:
+    """p(1) - p(2); with a single candidate there is no rival, so the margin is 1."""
+    if len(probs) < 2:
+        return 1.0
+    first, second = sorted(probs, reverse=True)[:2]
+    return first - second
+
+
+def entropy_confidence(probs: list[float]) -> float:
+    """1 - H(p) / log N: 1 for a one-hot distribution, 0 for a uniform one."""
+    if len(probs) < 2:
+        return 1.0
+    entropy = -sum(p * math.log(p) for p in probs if p > 0)
+    return max(0.0, 1.0 - entropy / math.log(len(probs)))
+
+
+def perplexity_confidence(scored: Scored) -> float:
+    """exp(mean token log-prob) of a continuation = 1 / perplexity."""
+    return math.exp(scored.logprob / scored.n_tokens)
+
+
+def confidence_of(measure: str, probs: list[float], top: Scored) -> float:
+    if measure == "margin":
+        return margin(probs)
+    if measure == "entropy":
+        return entropy_confidence(probs)
+    return perplexity_confidence(top)
+
+
+def candidate_actions(model: HFModel, prompt: str, names: list[str], fmt: AnswerFormat,
+                      config: GateConfig) -> list[str]:
+    """The continuation scored for each function: the prefix naming it, or its greedily completed first call."""
+    prefixes = [fmt.name_prefix(n) for n in names]
+    if config.candidates == "name":
+        return prefixes
+    completions = model.generate([prompt + p for p in prefixes], max_new_tokens=config.call_max_new_tokens)
+    return [fmt.first_call(p + c) or p + c for p, c in zip(prefixes, completions, strict=True)]
+
+
+def assess(model: HFModel, prompt: str, names: list[str], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:
+    """Run the gate on one prompt whose candidate actions are the functions `names`."""
+    continuations = candidate_actions(model, prompt, names, fmt, config)
+    scored = model.score(prompt, continuations)
+    logprobs = [s.logprob / s.n_tokens if config.normalize == "mean" else s.logprob for s in scored]
+    probs = relative_softmax(logprobs)
+    top = max(range(len(probs)), key=probs.__getitem__)
+    confidence = confidence_of(config.measure, probs, scored[top])
+    return Uncertainty(candidates=list(names), continuations=continuations, logprobs=logprobs,
+                       n_tokens=[s.n_tokens for s in scored], probs=probs, margin=margin(probs),
+                       measure=config.measure, confidence=confidence, tau=config.tau,
+                       uncertain=confidence < config.tau)
+
+
+# ---- choosing tau ---------------------------------------------------------------------------------------------
+
+def tau_from_reference(confidences: list[float], percentile: float = 5.0) -> float:
+    """tau at the given percentile of confidence on known-good inputs: flags what looks less sure than them."""
+    if not confidences:
+        raise ValueError("need at least one reference confidence")
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+    values = sorted(confidences)
+    pos = (len(values) - 1) * percentile / 100  # linear interpolation, as numpy's default
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def tau_for_budget(confidences: list[float], fraction: float) -> float:
+    """The tau that flags (at most) `fraction` of these inputs: uncertain iff confidence < tau.
+
+    Ties at the threshold are all left confident, so the flagged share can fall below the target, never above.
+    """
+    if not confidences:
+        raise ValueError("need at least one confidence")
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    values = sorted(confidences)
+    k = round(fraction * len(values))
+    if k >= len(values):  # everything: just above the largest (tau stays within [0, 1])
+        return min(1.0, math.nextafter(values[-1], math.inf))
+    return values[k]
