@@ -1,0 +1,100 @@
+"""Self-augmentation: write K new (x', y') pairs similar to the input, then keep only those that validate.
+
+Every draft is parsed in the task's answer format and checked against the tool schemas (known function, required
+arguments present, JSON types match); duplicates and copies of the seed input are dropped; each rejection is
+counted under its reason. Drafts come from the model itself (`SelfSynthesizer`, TT-SI) or from a teacher
+(`ttsi.teacher.TeacherSynthesizer`, TT-D); both implement `Synthesizer`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ttsi.config import SynthesisConfig
+from ttsi.formats import AnswerFormat, AnswerParseError
+from ttsi.model import HFModel
+from ttsi.prompts import parse_pair, synthesis_messages
+from ttsi.schema import CallError, check_calls
+from ttsi.task import Call, Task
+
+
+@dataclass
+class SyntheticPair:
+    """One training example for the input: a new request and its answer."""
+
+    query: str
+    answer: list[Call]
+    source: str  # self | teacher | gold (the oracle ablation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "answer": [c.to_dict() for c in self.answer], "source": self.source}
+
+
+@dataclass
+class Synthesis:
+    """The pairs kept for one input, and what happened to the other drafts."""
+
+    pairs: list[SyntheticPair]
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
+    drafts: int = 0
+    unused: int = 0  # valid drafts beyond K
+    error: str | None = None  # why no drafts came back at all (teacher failure)
+
+
+class Synthesizer(Protocol):
+    source: str
+
+    def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis: ...
+
+
+def normalize_query(text: str) -> str:
+    """Case, punctuation and spacing folded away: what makes two requests 'the same'."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, source: str) -> Synthesis:
+    """Validate drafts in order and keep the first k that pass."""
+    seed_query = normalize_query(task.query)
+    kept: list[SyntheticPair] = []
+    seen: set[str] = set()
+    rejected: Counter[str] = Counter()
+    unused = 0
+    for text in drafts:
+        try:
+            query, calls = parse_pair(text, fmt)
+            check_calls(calls, task.tools)
+        except (AnswerParseError, CallError) as e:
+            rejected[e.reason] += 1
+            continue
+        key = normalize_query(query)
+        if key == seed_query:
+            rejected["copy_of_seed"] += 1
+        elif key in seen:
+            rejected["duplicate"] += 1
+        elif len(kept) < k:
+            seen.add(key)
+            kept.append(SyntheticPair(query, calls, source))
+        else:
+            unused += 1
+    return Synthesis(kept, dict(rejected), drafts=len(drafts), unused=unused)
+
+
+class SelfSynthesizer:
+    """TT-SI: the model being adapted writes its own training pairs."""
+
+    source = "self"
+
+    def __init__(self, model: HFModel, config: SynthesisConfig):
+        self.model = model
+        self.config = config
+
+    def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis:
+        c = self.config
+        prompt = self.model.chat_prompt(synthesis_messages(task, fmt))
+        n = c.k * c.oversample if c.temperature > 0 else 1  # greedy drafts would all be the same
+        drafts = self.model.generate([prompt], max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                                     top_p=c.top_p, num_return_sequences=n, seed=seed)
+        return select_pairs(drafts, task, fmt, c.k, self.source)
