@@ -1,0 +1,125 @@
+"""Self-learning: the schedule, loss on answer tokens, learning, and the bit-exact reset."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ttsi.config import LearnConfig
+from ttsi.formats import get_format
+from ttsi.learn import IGNORE, Learner, lr_factor
+from ttsi.model import HFModel
+from ttsi.prompts import answer_messages
+
+from .conftest import weather_task
+
+
+def _examples(model: HFModel, n: int = 1) -> list[tuple[str, str]]:
+    fmt = get_format("json")
+    cities = ["Oslo", "Lima", "Rome"]
+    return [(model.chat_prompt(answer_messages(weather_task().with_query(f"Weather in {c}?"), fmt)),
+             f'[{{"name": "get_weather", "arguments": {{"city": "{c}"}}}}]') for c in cities[:n]]
+
+
+def _logits(model: HFModel, text: str = "What is the weather in Paris?") -> torch.Tensor:
+    ids = torch.tensor([model.encode(model.chat_prompt([{"role": "user", "content": text}]))])
+    with torch.no_grad():
+        return model.model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize(("total", "ratio"), [(5, 0.03), (20, 0.03), (40, 0.1), (7, 0.0)])
+def test_schedule_matches_hugging_face_cosine_with_warmup(total, ratio):
+    import math
+
+    from transformers import get_cosine_schedule_with_warmup
+
+    warmup = math.ceil(ratio * total)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = get_cosine_schedule_with_warmup(opt, warmup, total)
+    for step in range(total):
+        assert lr_factor(step, total, warmup) == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        opt.step()
+        sched.step()
+
+
+def test_paper_defaults_give_five_steps_with_hf_warmup(qwen):
+    log = Learner(qwen, LearnConfig(), seed=0).adapt(_examples(qwen, 1))
+    assert log.steps == 5  # K = 1, batch 1, 5 epochs
+    assert log.lrs[0] == 0.0  # ceil(0.03 * 5) = 1 warmup step, which Hugging Face runs at lr 0
+    assert log.lrs[1] == pytest.approx(1e-4)
+
+
+def test_loss_covers_answer_tokens_only(qwen):
+    learner = Learner(qwen, LearnConfig())
+    prompt, answer = _examples(qwen, 1)[0]
+    ids, labels = learner._encode(prompt, answer)
+    n_prompt = len(qwen.encode(prompt))
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
+    assert labels[n_prompt:] == [*qwen.encode(answer), qwen.tokenizer.eos_token_id]
+    assert ids[n_prompt:] == labels[n_prompt:]
+
+
+def test_loss_falls_on_the_synthetic_pairs(toy):
+    # answers the toy model has not learnt: the weather requests are relabelled to another tool
+    examples = [(p, a.replace("get_weather", "set_alarm")) for p, a in _examples(toy, 3)]
+    log = Learner(toy, LearnConfig(lr=1e-3, epochs=5, batch_size=2), seed=0).adapt(examples)
+    assert log.steps == 10  # ceil(3 / 2) * 5
+    assert sum(log.losses[-3:]) / 3 < 0.8 * sum(log.losses[:3]) / 3
+
+
+def test_only_adapter_parameters_train(qwen):
+    base = {n: p.detach().clone() for n, p in qwen.model.named_parameters()}
+    learner = Learner(qwen, LearnConfig(lr=1e-2))
+    learner.adapt(_examples(qwen))
+    for name, param in qwen.model.named_parameters():
+        if "lora_" not in name:
+            original = name.replace(".base_layer", "")
+            assert torch.equal(param, base[original]), name
+    assert all("lora_" in n for n, p in qwen.model.named_parameters() if p.requires_grad)
+
+
+def test_reset_is_bit_identical_to_the_base_model_after_many_cycles(qwen_dir):
+    reference = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")  # never wrapped
+    model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    base_logits = _logits(reference)
+    learner = Learner(model, LearnConfig(lr=1e-2), seed=3)
+    module_ids: set[int] = set()
+    for cycle in range(25):
+        learner.adapt(_examples(model, 1 + cycle % 3), seed=cycle)
+        if cycle == 0:  # the adapter really moved the model, so the equality below is not vacuous
+            assert not torch.equal(_logits(model), base_logits)
+            module_ids = {id(m) for m in model.model.modules()}
+        learner.reset()
+        assert torch.equal(_logits(model), base_logits), f"cycle {cycle}"
+    assert {id(m) for m in model.model.modules()} == module_ids  # wrapped once, never re-wrapped
+
+
+def test_attach_shares_one_wrap_per_model_and_rewraps_on_new_settings(qwen):
+    first = Learner.attach(qwen, LearnConfig(), seed=0)
+    first.wrap()
+    assert Learner.attach(qwen, LearnConfig(), seed=0) is first
+    n_lora = sum("lora_A" in n for n, _ in qwen.model.named_parameters())
+    second = Learner.attach(qwen, LearnConfig(rank=4), seed=0)
+    assert second is not first and not first.wrapped
+    second.wrap()
+    assert sum("lora_A" in n for n, _ in qwen.model.named_parameters()) == n_lora  # not nested
+    assert all(p.shape[0] == 4 for n, p in qwen.model.named_parameters() if "lora_A" in n)
+
+
+def test_saved_adapter_loads_with_peft(qwen_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    learner = Learner(model, LearnConfig(lr=1e-2))
+    learner.adapt(_examples(model))
+    learner.save(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 8
+    adapted = _logits(model)
+    fresh = AutoModelForCausalLM.from_pretrained(str(qwen_dir), dtype=torch.float32)
+    loaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
+    ids = torch.tensor([model.encode(model.chat_prompt([{"role": "user", "content": "What is the weather in Paris?"}]))])
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, adapted, atol=1e-6)
