@@ -1,0 +1,162 @@
+"""The agent loop: decisions per method, the trace, fallbacks, and the base model restored after every input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttsi.agent import STAGES, SelfImprovingAgent, input_seed
+from ttsi.augment import Synthesis, SyntheticPair
+from ttsi.config import AgentConfig, GateConfig
+from ttsi.errors import TaskError
+from ttsi.formats import get_format
+from ttsi.task import Call
+from ttsi.toy import SEEN, UNSEEN, make_tasks
+
+from .conftest import weather_task
+
+FMT = get_format("json")
+
+
+class FixedSynthesizer:
+    """Returns the pairs it was given and records what it was asked (the model never sees these in tests)."""
+
+    source = "teacher"
+
+    def __init__(self, pairs=None, error=None):
+        self.pairs, self.error, self.calls = pairs or [], error, []
+
+    def synthesize(self, task, fmt, seed):
+        self.calls.append((task.id, seed))
+        return Synthesis(list(self.pairs), {"no_pair": 1} if not self.pairs else {}, drafts=1, error=self.error)
+
+
+PAIR = SyntheticPair("Weather in Oslo?", [Call("get_weather", {"city": "Oslo"})], "teacher")
+
+
+def _agent(model, method, tau=0.95, synth=None, **kw):
+    config = AgentConfig(method=method, gate=GateConfig(tau=tau), max_new_tokens=24, **kw)
+    if method in ("tt-d",):
+        config.teacher.url, config.teacher.model = "http://unused/v1", "fixed"
+    return SelfImprovingAgent(model, config, teacher=synth if method == "tt-d" else None), config
+
+
+def _logits(model):
+    ids = torch.tensor([model.encode(model.chat_prompt([{"role": "user", "content": "ping"}]))])
+    with torch.no_grad():
+        return model.model(input_ids=ids).logits
+
+
+def test_base_never_adapts_but_reports_the_gate(qwen):
+    agent, _ = _agent(qwen, "base", tau=1.0)
+    r = agent.respond(weather_task())
+    assert r.decision == "skip" and not r.adapted and r.train is None
+    assert r.uncertainty is not None and r.uncertainty.candidates == ["get_weather", "send_email", "set_alarm"]
+    assert r.scoring_prompt == qwen.chat_prompt(__import__("ttsi.prompts").prompts.answer_messages(
+        weather_task(), FMT))
+    assert set(r.timings) == set(STAGES) and r.timings["train_s"] == 0.0
+
+
+@pytest.mark.parametrize(("method", "tau", "adapts"), [
+    ("tt-d", 1.0, True), ("tt-d", 0.0, False),  # the gate decides
+    ("no-gate", 0.0, True),                         # adapts even when confident
+    ("confident-only", 0.0, True), ("confident-only", 1.0, False),
+])
+def test_who_adapts_follows_method_and_gate(qwen, method, tau, adapts):
+    synth = FixedSynthesizer([PAIR])
+    agent, _ = _agent(qwen, method, tau=tau, synth=synth)
+    if method != "tt-d":
+        agent.synthesizer = synth
+    before = _logits(qwen)
+    r = agent.respond(weather_task())
+    assert r.adapted is adapts and r.decision == ("adapt" if adapts else "skip")
+    assert bool(synth.calls) is adapts
+    if adapts:
+        assert r.train.steps == 5 and len(r.train.losses) == 5 and r.synthetic == [PAIR]
+        assert r.timings["train_s"] > 0 and r.timings["reset_s"] > 0
+    assert torch.equal(_logits(qwen), before)  # reset: the base model is back, bit for bit
+
+
+def test_tt_si_trace_is_complete_and_json_ready(toy):
+    agent, config = _agent(toy, "tt-si", tau=1.0)
+    agent.synthesizer = FixedSynthesizer([PAIR])
+    d = agent.respond(weather_task()).to_dict()
+    assert set(d) >= {"id", "answer", "raw", "uncertainty", "adapted", "synthetic", "rejected", "train", "timings",
+                      "scoring_prompt", "decision", "reason"}
+    u = d["uncertainty"]
+    assert set(u) >= {"candidates", "logprobs", "probs", "margin", "tau", "uncertain"}
+    assert u["tau"] == 1.0 and u["uncertain"] and d["adapted"]
+    assert d["synthetic"] == [{"query": "Weather in Oslo?", "answer": [{"name": "get_weather",
+                                                                        "arguments": {"city": "Oslo"}}],
+                               "source": "teacher"}]
+    assert d["train"]["steps"] == 5 and set(d["timings"]) == set(STAGES)
+    assert agent.synthesizer.calls == [("w-1", input_seed(config.seed, "w-1"))]
+
+
+def test_no_valid_pair_answers_unadapted_and_says_why(qwen):
+    agent, _ = _agent(qwen, "tt-si", tau=1.0)
+    agent.synthesizer = FixedSynthesizer([])
+    r = agent.respond(weather_task())
+    assert r.decision == "adapt" and not r.adapted and r.train is None
+    assert "no valid synthetic pair (no_pair: 1)" in r.reason and r.rejected == {"no_pair": 1}
+
+
+def test_teacher_failure_answers_unadapted_and_says_why(qwen):
+    synth = FixedSynthesizer([], error="teacher failed: APIConnectionError: Connection error.")
+    agent, _ = _agent(qwen, "tt-d", tau=1.0, synth=synth)
+    r = agent.respond(weather_task())
+    assert not r.adapted and r.reason.startswith("teacher failed")
+
+
+def test_tt_icl_puts_pairs_in_the_prompt_and_does_not_train(qwen):
+    agent, _ = _agent(qwen, "tt-icl", tau=1.0)
+    agent.synthesizer = FixedSynthesizer([PAIR])
+    seen_prompts = []
+    generate = qwen.generate
+    qwen.generate = lambda prompts, **kw: seen_prompts.extend(prompts) or generate(prompts, **kw)
+    r = agent.respond(weather_task())
+    assert not r.adapted and r.train is None and not agent.learner.wrapped
+    assert "Weather in Oslo?" in seen_prompts[-1] and FMT.render(PAIR.answer) in seen_prompts[-1]
+    assert "in-context" in r.reason
+
+
+def test_oracle_trains_on_the_gold_answer_and_needs_one(qwen):
+    agent, _ = _agent(qwen, "oracle", tau=1.0)
+    r = agent.respond(weather_task())
+    assert r.adapted and r.synthetic[0].source == "gold" and r.synthetic[0].answer == weather_task().answer
+    with pytest.raises(TaskError, match="has no gold answer"):
+        agent.respond(weather_task(answer=None))
+
+
+def test_a_task_without_tools(qwen):
+    r = _agent(qwen, "base")[0].respond(weather_task(tools=[]))
+    assert r.uncertainty is None and r.raw is not None
+    with pytest.raises(TaskError, match="has no tools: the gate has no candidate actions"):
+        _agent(qwen, "tt-si")[0].respond(weather_task(tools=[]))
+
+
+def test_reset_happens_even_when_answering_fails(qwen):
+    agent, _ = _agent(qwen, "tt-si", tau=1.0)
+    agent.synthesizer = FixedSynthesizer([PAIR])
+    before = _logits(qwen)
+
+    def boom(*a, **k):
+        raise RuntimeError("generation failed")
+
+    qwen.generate = boom
+    with pytest.raises(RuntimeError):
+        agent.respond(weather_task())
+    assert torch.equal(_logits(qwen), before)
+
+
+def test_tt_si_end_to_end_on_the_toy_model(toy_dir, toy):
+    """Real self-synthesis, validation, LoRA steps and reset, with no test double anywhere."""
+    agent, _ = _agent(toy, "tt-si", tau=1.0)
+    before = _logits(toy)
+    responses = [agent.respond(t) for t in make_tasks(3, SEEN, seed=11) + make_tasks(3, UNSEEN, seed=12)]
+    adapted = [r for r in responses if r.adapted]
+    assert adapted, [r.reason for r in responses]
+    for r in adapted:
+        assert r.synthetic and r.synthetic[0].source == "self" and r.train.steps == 5
+        assert all(x > 0 for x in r.train.losses)
+    assert torch.equal(_logits(toy), before)
