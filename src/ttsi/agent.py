@@ -34,13 +34,13 @@ class Response:
 
     id: str
     method: str
-    answer: list[Call] | None  # None when the output does not parse
-    raw: str
-    parse_error: str | None
-    uncertainty: Uncertainty | None
+    uncertainty: Uncertainty | None  # None for a task without tools
     decision: str  # adapt | skip: what the gate and the method decided
-    adapted: bool  # whether an adapted model wrote the answer (a decision to adapt can still fall back)
-    reason: str  # why
+    reason: str  # why, and why not adapted when a decision to adapt fell back
+    adapted: bool = False  # whether an adapted model wrote the answer
+    answer: list[Call] | None = None  # None when the output does not parse
+    raw: str = ""
+    parse_error: str | None = None
     synthetic: list[SyntheticPair] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
     train: TrainLog | None = None
@@ -99,8 +99,8 @@ class SelfImprovingAgent:
         with stage(timings, "gate_s"):  # H: self-awareness
             u = assess(self.model, prompt, [t.name for t in task.tools], fmt, self.config.gate) if task.tools else None
         adapt, reason = self._decide(u)
-        trace = Response(task.id, method, None, "", None, u, "adapt" if adapt else "skip", False, reason,
-                         timings=timings, scoring_prompt=prompt)
+        trace = Response(id=task.id, method=method, uncertainty=u, decision="adapt" if adapt else "skip",
+                         reason=reason, timings=timings, scoring_prompt=prompt)
         if not adapt:
             return self._answer(trace, prompt, fmt)
 

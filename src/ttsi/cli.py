@@ -39,7 +39,10 @@ def _errors(fn: F) -> F:
 
 def _quiet_libraries() -> None:
     """Library warnings and loading bars off: stderr carries our own messages only."""
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation chatter between peft and transformers
     from transformers.utils import logging
 
     logging.set_verbosity_error()

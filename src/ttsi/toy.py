@@ -120,7 +120,7 @@ def training_pairs(tasks: list[Task], seed: int) -> list[tuple[list[dict[str, st
     return pairs
 
 
-def build_toy_model(out_dir: str | Path, steps: int = 600, n_train: int = 600, seed: int = 0, lr: float = 8e-3,
+def build_toy_model(out_dir: str | Path, steps: int = 1200, n_train: int = 600, seed: int = 0, lr: float = 1.2e-2,
                     batch_size: int = 8, progress: Callable[[int, float], None] | None = None,
                     **sizes: Any) -> Path:
     """Train the toy tool-caller on the seen tools and save it (tokenizer included) to `out_dir`."""
