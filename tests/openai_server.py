@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ttsi.model import HFModel
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (to test an unreachable teacher)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class ChatServer:

@@ -18,7 +18,7 @@ from ttsi.awareness import (
 )
 from ttsi.config import GateConfig
 from ttsi.formats import get_format
-from ttsi.model import Scored
+from ttsi.model import HFModel, Scored
 from ttsi.prompts import answer_messages
 
 from .conftest import weather_task
@@ -89,14 +89,16 @@ def _direct_logprob(model, prompt: str, continuation: str) -> float:
     return sum(float(logprobs[len(p) + i - 1, tok]) for i, tok in enumerate(c))
 
 
+@pytest.mark.parametrize("arch_dir", ["qwen_dir", "llama_dir"])
 @pytest.mark.parametrize("normalize", ["sum", "mean"])
-def test_gate_logprobs_equal_a_direct_forward_pass(qwen, normalize):
+def test_gate_logprobs_equal_a_direct_forward_pass(request, arch_dir, normalize):
+    model = HFModel.from_pretrained(str(request.getfixturevalue(arch_dir)), dtype="float32")
     task, fmt = weather_task(), get_format("json")
-    prompt = qwen.chat_prompt(answer_messages(task, fmt))
-    u = assess(qwen, prompt, [t.name for t in task.tools], fmt, GateConfig(normalize=normalize))
+    prompt = model.chat_prompt(answer_messages(task, fmt))
+    u = assess(model, prompt, [t.name for t in task.tools], fmt, GateConfig(normalize=normalize))
     assert u.continuations == [fmt.name_prefix(t.name) for t in task.tools]
     for name, cont, lp, n in zip(u.candidates, u.continuations, u.logprobs, u.n_tokens, strict=True):
-        direct = _direct_logprob(qwen, prompt, cont)
+        direct = _direct_logprob(model, prompt, cont)
         expected = direct / n if normalize == "mean" else direct
         assert lp == pytest.approx(expected, abs=1e-4), name
     assert u.probs == pytest.approx(relative_softmax(u.logprobs))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 from ttsi.cli import app
 from ttsi.toy import UNSEEN, make_tasks
 
-from .openai_server import ChatServer
+from .openai_server import ChatServer, free_port
 
 runner = CliRunner()
 TRACE_KEYS = {"id", "answer", "raw", "uncertainty", "adapted", "synthetic", "rejected", "train", "timings",
@@ -70,12 +69,6 @@ def test_respond_human_readable(toy_dir, task_file):
     assert "decision adapt" in result.stdout and "trained 5 steps" in result.stdout and "answer" in result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _task(tmp_path, content) -> str:
     path = tmp_path / "bad.json"
     path.write_text(content if isinstance(content, str) else json.dumps(content))
@@ -98,7 +91,7 @@ BAD_INPUTS = {
     "unknown method": (lambda d, t, tmp: ["--model", d, "--task", t, "--method", "magic"], "unknown method 'magic'"),
     "tt-d without teacher": (lambda d, t, tmp: ["--model", d, "--task", t, "--method", "tt-d"], "needs a teacher"),
     "unreachable teacher": (lambda d, t, tmp: ["--model", d, "--task", t, "--method", "tt-d", "--teacher-url",
-                                               f"http://127.0.0.1:{_free_port()}/v1", "--teacher-model", "m"],
+                                               f"http://127.0.0.1:{free_port()}/v1", "--teacher-model", "m"],
                             "cannot reach the teacher at http://127.0.0.1:"),
     "oracle without gold": (lambda d, t, tmp: ["--model", d, "--task", _task(
         tmp, {"id": "x", "query": "hi", "tools": [{"name": "f", "parameters": {}}]}), "--method", "oracle"],

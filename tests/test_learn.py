@@ -80,9 +80,11 @@ def test_only_adapter_parameters_train(qwen):
     assert all("lora_" in n for n, p in qwen.model.named_parameters() if p.requires_grad)
 
 
-def test_reset_is_bit_identical_to_the_base_model_after_many_cycles(qwen_dir):
-    reference = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")  # never wrapped
-    model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+@pytest.mark.parametrize("arch_dir", ["qwen_dir", "llama_dir"])
+def test_reset_is_bit_identical_to_the_base_model_after_many_cycles(request, arch_dir):
+    path = str(request.getfixturevalue(arch_dir))
+    reference = HFModel.from_pretrained(path, dtype="float32", device="cpu")  # never wrapped
+    model = HFModel.from_pretrained(path, dtype="float32", device="cpu")
     base_logits = _logits(reference)
     learner = Learner(model, LearnConfig(lr=1e-2), seed=3)
     module_ids: set[int] = set()

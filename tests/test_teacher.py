@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from ttsi.config import SynthesisConfig, TeacherConfig
@@ -12,7 +10,7 @@ from ttsi.formats import get_format
 from ttsi.teacher import TeacherSynthesizer
 from ttsi.toy import SEEN, make_tasks
 
-from .openai_server import ChatServer
+from .openai_server import ChatServer, free_port
 
 
 @pytest.fixture
@@ -24,12 +22,6 @@ def server(toy):
 def _teacher(url: str, model: str = "tiny-teacher", **synth) -> TeacherSynthesizer:
     return TeacherSynthesizer(TeacherConfig(url=url, model=model, timeout_s=30, retries=0),
                               SynthesisConfig(**{"k": 1, "oversample": 4, **synth}))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_teacher_writes_validated_pairs_over_http(server):
@@ -52,7 +44,7 @@ def test_teacher_writes_validated_pairs_over_http(server):
 
 
 def test_unreachable_teacher_fails_the_check_with_one_clear_message():
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(TeacherError, match=f"cannot reach the teacher at {url}"):
         _teacher(url).check()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,25 @@ class TrainLog:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def encode_pair(encode: Callable[[str], list[int]], prompt: str, answer: str,
+                eos: list[int]) -> tuple[list[int], list[int]]:
+    """(input ids, labels) for one example: the loss covers the answer and its end-of-turn token only."""
+    prompt_ids, answer_ids = encode(prompt), encode(answer) + eos
+    return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
+
+
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int,
+            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (positions start at 0 without extra position ids)."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (seq, lab) in enumerate(batch):
+        ids[row, : len(seq)], labels[row, : len(lab)], mask[row, : len(seq)] = torch.tensor(seq), torch.tensor(lab), 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -107,7 +127,8 @@ class Learner:
                     lr = c.lr * lr_factor(len(losses), total, warmup)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    batch = self._collate([encoded[i] for i in order[start: start + c.batch_size]])
+                    batch = collate([encoded[i] for i in order[start: start + c.batch_size]],
+                                    self.model.pad_id, self.model.device)
                     loss = self.model.model(**batch).loss
                     loss.backward()
                     if c.max_grad_norm is not None:
@@ -139,18 +160,4 @@ class Learner:
         self.peft_model.save_pretrained(str(directory))
 
     def _encode(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
-        prompt_ids = self.model.encode(prompt)
-        answer_ids = self.model.encode(answer) + self.model.eos_ids[:1]  # learn to stop, too
-        return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
-
-    def _collate(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), self.model.pad_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (seq, lab) in enumerate(batch):  # right padding: positions start at 0 without extra ids
-            ids[row, : len(seq)] = torch.tensor(seq)
-            labels[row, : len(lab)] = torch.tensor(lab)
-            mask[row, : len(seq)] = 1
-        device = self.model.device
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+        return encode_pair(self.model.encode, prompt, answer, self.model.eos_ids[:1])  # learn to stop, too

@@ -78,14 +78,15 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
                     batch_size: int = 16, seed: int = 0,
                     progress: Callable[[int, float], None] | None = None) -> list[float]:
     """Full-parameter training on (prompt text, answer text) pairs, loss on answer tokens; returns step losses."""
+    from ttsi.learn import collate, encode_pair
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    eos = tokenizer.eos_token_id
-    encoded = []
-    for prompt, answer in examples:
-        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a = tokenizer(answer, add_special_tokens=False)["input_ids"] + [eos]
-        encoded.append((p + a, [-100] * len(p) + a))
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    encoded = [encode_pair(encode, prompt, answer, [tokenizer.eos_token_id]) for prompt, answer in examples]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, steps // 20)
     model.train()
@@ -94,15 +95,8 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
         scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
         for group in optimizer.param_groups:
             group["lr"] = lr * scale
-        batch = rng.sample(encoded, min(batch_size, len(encoded)))
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), tokenizer.pad_token_id)
-        labels = torch.full((len(batch), width), -100)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (seq, lab) in enumerate(batch):
-            ids[row, : len(seq)], labels[row, : len(lab)], mask[row, : len(seq)] = (
-                torch.tensor(seq), torch.tensor(lab), 1)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        batch = collate(rng.sample(encoded, min(batch_size, len(encoded))), tokenizer.pad_token_id)
+        loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
