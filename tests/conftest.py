@@ -69,3 +69,14 @@ def toy_dir(tmp_path_factory):
 @pytest.fixture
 def toy(toy_dir) -> HFModel:
     return HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    """The shared benchmark data (../shared/data beside the clone, or $TTSI_DATA_DIR); skip when absent."""
+    from pathlib import Path
+
+    path = Path(os.environ.get("TTSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    if not path.is_dir():
+        pytest.skip(f"benchmark data not found at {path} (set TTSI_DATA_DIR)")
+    return path

@@ -160,3 +160,20 @@ def test_tt_si_end_to_end_on_the_toy_model(toy_dir, toy):
         assert r.synthetic and r.synthetic[0].source == "self" and r.train.steps == 5
         assert all(x > 0 for x in r.train.losses)
     assert torch.equal(_logits(toy), before)
+
+
+def test_sampled_answers_come_from_the_adapted_model_and_are_seeded(toy):
+    agent, _ = _agent(toy, "tt-si", tau=1.0, samples=3, sample_temperature=1.0)
+    agent.synthesizer = FixedSynthesizer([PAIR])
+    before = _logits(toy)
+    calls = []
+    generate = toy.generate
+    toy.generate = lambda prompts, **kw: calls.append((agent.learner._params[0].abs().sum().item(), kw)) or \
+        generate(prompts, **kw)
+    first = agent.respond(weather_task())
+    assert len(first.samples) == 3 and first.adapted
+    initial = agent.learner._initial[0].abs().sum().item()
+    assert [w != initial for w, _ in calls] == [True, True]  # greedy and sampled answers: adapted weights
+    assert calls[1][1]["num_return_sequences"] == 3 and calls[1][1]["temperature"] == 1.0
+    assert agent.respond(weather_task()).samples == first.samples  # same input, same seed
+    assert torch.equal(_logits(toy), before)

@@ -77,6 +77,8 @@ def test_load_tasks_from_jsonl_and_list(tmp_path):
     (AgentConfig(synthesis=SynthesisConfig(k=0)), "K .* must be at least 1, got 0"),
     (AgentConfig(gate=GateConfig(measure="vibes")), "unknown gate measure"),
     (AgentConfig(learn=LearnConfig(lr=0)), "learning rate must be positive"),
+    (AgentConfig(samples=0), "samples must be at least 1"),
+    (AgentConfig(samples=5, sample_temperature=0.0), "need a temperature above 0"),
     (AgentConfig(method="tt-d"), "needs a teacher"),
     (AgentConfig(method="tt-icl", icl_source="teacher"), "needs a teacher"),
 ])
@@ -93,3 +95,11 @@ def test_config_round_trips_through_a_dict():
                                          "weight_decay": 0.0, "max_grad_norm": 1.0}
     with pytest.raises(ConfigError, match="unknown gate settings: speed"):
         AgentConfig.from_dict({"gate": {"speed": 1}})
+
+
+def test_a_tools_own_description_survives_a_round_trip():
+    raw = {"api_name": "getWeather", "parameters": {"city": {"type": "str"}}, "required": ["city"]}
+    d = {"id": "r", "query": "q", "tools": [TOOL | {"raw": raw}], "format": "json"}
+    task = Task.from_dict(d)
+    assert task.tools[0].raw == raw
+    assert Task.from_dict(task.to_dict()).tools[0].raw == raw

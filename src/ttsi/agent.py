@@ -39,8 +39,9 @@ class Response:
     reason: str  # why, and why not adapted when a decision to adapt fell back
     adapted: bool = False  # whether an adapted model wrote the answer
     answer: list[Call] | None = None  # None when the output does not parse
-    raw: str = ""
+    raw: str = ""  # the greedy answer
     parse_error: str | None = None
+    samples: list[str] = field(default_factory=list)  # sampled answers (config.samples > 1), same model state
     synthetic: list[SyntheticPair] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
     train: TrainLog | None = None
@@ -51,7 +52,7 @@ class Response:
         return {
             "id": self.id, "method": self.method,
             "answer": None if self.answer is None else [c.to_dict() for c in self.answer],
-            "raw": self.raw, "parse_error": self.parse_error,
+            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples,
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
             "decision": self.decision, "adapted": self.adapted, "reason": self.reason,
             "synthetic": [p.to_dict() for p in self.synthetic], "rejected": self.rejected,
@@ -102,26 +103,26 @@ class SelfImprovingAgent:
         trace = Response(id=task.id, method=method, uncertainty=u, decision="adapt" if adapt else "skip",
                          reason=reason, timings=timings, scoring_prompt=prompt)
         if not adapt:
-            return self._answer(trace, prompt, fmt)
+            return self._answer(trace, prompt, fmt, seed)
 
         with stage(timings, "synthesize_s"):  # G: self-augmentation
             data = self._synthesize(task, fmt, seed)
         trace.synthetic, trace.rejected = data.pairs, data.rejected
         if not data.pairs:
             trace.reason = data.error or f"no valid synthetic pair ({_counts(data.rejected)}): answered unadapted"
-            return self._answer(trace, prompt, fmt)
+            return self._answer(trace, prompt, fmt, seed)
 
         if method == "tt-icl":  # training-free variant: the pairs become demonstrations
             demos = [(p.query, fmt.render(p.answer)) for p in data.pairs]
             trace.reason += "; synthetic pairs used as in-context demonstrations"
-            return self._answer(trace, self.model.chat_prompt(answer_messages(task, fmt, demos)), fmt)
+            return self._answer(trace, self.model.chat_prompt(answer_messages(task, fmt, demos)), fmt, seed)
 
         examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer)) for p in data.pairs]
         try:  # T: self-learning, answer, reset
             with stage(timings, "train_s"):
                 trace.train = self.learner.adapt(examples, seed)
             trace.adapted = True
-            return self._answer(trace, prompt, fmt)
+            return self._answer(trace, prompt, fmt, seed)
         finally:
             with stage(timings, "reset_s"):
                 self.learner.reset()
@@ -155,9 +156,14 @@ class SelfImprovingAgent:
         source = task if pair.source == "gold" else task.with_query(pair.query)
         return self.model.chat_prompt(answer_messages(source, fmt))
 
-    def _answer(self, trace: Response, prompt: str, fmt: AnswerFormat) -> Response:
+    def _answer(self, trace: Response, prompt: str, fmt: AnswerFormat, seed: int) -> Response:
+        c = self.config
         with stage(trace.timings, "answer_s"):
-            trace.raw = self.model.generate([prompt], max_new_tokens=self.config.max_new_tokens)[0]
+            trace.raw = self.model.generate([prompt], max_new_tokens=c.max_new_tokens)[0]
+            if c.samples > 1:
+                trace.samples = self.model.generate([prompt], max_new_tokens=c.max_new_tokens,
+                                                    temperature=c.sample_temperature, num_return_sequences=c.samples,
+                                                    seed=seed)
         try:
             trace.answer = fmt.parse(trace.raw)
         except AnswerParseError as e:

@@ -72,6 +72,8 @@ class AgentConfig:
     learn: LearnConfig = field(default_factory=LearnConfig)
     icl_source: str = "self"  # tt-icl demonstrations come from the model itself or the teacher
     max_new_tokens: int = 256  # answer budget
+    samples: int = 1  # answers sampled besides the greedy one, for majority vote and pass@k (1: greedy only)
+    sample_temperature: float = 0.7
     seed: int = 0
 
     def validate(self) -> AgentConfig:
@@ -92,6 +94,8 @@ class AgentConfig:
             (lc.lr > 0, f"learning rate must be positive, got {lc.lr}"),
             (0 <= lc.warmup_ratio < 1, f"warmup ratio must be in [0, 1), got {lc.warmup_ratio}"),
             (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+            (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
+            (self.samples == 1 or self.sample_temperature > 0, "sampled answers need a temperature above 0"),
             (self.icl_source in ("self", "teacher"), f"icl_source must be 'self' or 'teacher', got {self.icl_source!r}"),
             (t.timeout_s > 0 and t.retries >= 0, "teacher timeout must be positive and retries >= 0"),
         ]

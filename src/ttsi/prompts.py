@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
+from collections.abc import Sequence
 
-from ttsi.formats import AnswerFormat, AnswerParseError
-from ttsi.task import Call, Task, Tool
-
-Messages = list[dict[str, str]]
-
-
-def tools_block(tools: list[Tool]) -> str:
-    return "\n".join(json.dumps(t.to_openai()["function"], ensure_ascii=False) for t in tools)
+from ttsi.formats import AnswerFormat, AnswerParseError, Messages, tools_block
+from ttsi.task import Call, Task
 
 
-def system_prompt(task: Task, fmt: AnswerFormat) -> str:
-    return ("You are a tool-calling assistant. You can call these functions:\n"
-            f"{tools_block(task.tools)}\n{fmt.instruction()}")
-
-
-def answer_messages(task: Task, fmt: AnswerFormat, demos: list[tuple[str, str]] = ()) -> Messages:
-    """System prompt with tools and format, optional (query, answer) demonstrations, then the task's turns."""
-    system = system_prompt(task, fmt)
-    turns = list(task.messages)
-    if turns and turns[0]["role"] == "system":  # one system turn: many chat templates refuse two
-        system = f"{turns[0]['content']}\n\n{system}"
-        turns = turns[1:]
-    shots: Messages = []
-    for query, answer in demos:
-        shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
-    return [{"role": "system", "content": system}, *shots, *turns]
+def answer_messages(task: Task, fmt: AnswerFormat, demos: Sequence[tuple[str, str]] = ()) -> Messages:
+    """The turns that ask for the task's answer, in the task's own format, after optional demonstrations."""
+    return fmt.messages(task, demos)
 
 
 def synthesis_messages(task: Task, fmt: AnswerFormat) -> Messages:

@@ -29,6 +29,7 @@ class Tool:
     name: str
     description: str
     parameters: dict[str, Any]  # JSON schema of the arguments object
+    raw: dict[str, Any] | None = field(default=None, compare=False)  # the benchmark's own description, if any
 
     @property
     def required(self) -> list[str]:
@@ -41,6 +42,9 @@ class Tool:
     def to_openai(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description,
                                                  "parameters": self.parameters}}
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.to_openai() | ({"raw": self.raw} if self.raw is not None else {})
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"id": self.id, "messages": self.messages,
-                             "tools": [t.to_openai() for t in self.tools], "format": self.format}
+                             "tools": [t.to_dict() for t in self.tools], "format": self.format}
         if self.answer is not None:
             d["answer"] = [c.to_dict() for c in self.answer]
         if self.meta:
@@ -164,7 +168,9 @@ def _tool(t: Any, i: int, where: str) -> Tool:
     if not isinstance(params.get("properties", {}), dict) or not isinstance(params.get("required", []), list):
         raise TaskError(f"{where}: tool {name!r} has malformed 'parameters' (properties must be an object, "
                         "required a list)")
-    return Tool(name=name, description=str(spec.get("description", "")), parameters=params)
+    raw = t.get("raw")
+    return Tool(name=name, description=str(spec.get("description", "")), parameters=params,
+                raw=raw if isinstance(raw, dict) else None)
 
 
 def load_task(path: str | Path) -> Task:

@@ -1,17 +1,19 @@
-"""Answer formats: how a task's answer is written, parsed back into calls, and named by its first function.
+"""The answer-format interface, and the default JSON-calls format.
 
-A format is registered by name; a task says which one it uses (`"format": "json"`). Benchmark formats
-(Seal-Tools' api list, BFCL's python calls, ...) register here beside the default.
+A format decides how a task is put to the model (`messages`) and how the answer is written (`render`), read back
+(`parse`) and committed to by its first function (`name_prefix`, the gate's candidate action).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
-from ttsi.errors import TaskError
-from ttsi.task import Call
+from ttsi.task import Call, Task, Tool
+
+Messages = list[dict[str, str]]
 
 
 class AnswerParseError(ValueError):
@@ -22,10 +24,33 @@ class AnswerParseError(ValueError):
         self.reason = reason
 
 
+def tools_block(tools: list[Tool]) -> str:
+    """One JSON function schema per line."""
+    return "\n".join(json.dumps(t.to_openai()["function"], ensure_ascii=False) for t in tools)
+
+
 class AnswerFormat:
     """Interface every answer format implements."""
 
     name: str = ""
+
+    def messages(self, task: Task, demos: Sequence[tuple[str, str]] = ()) -> Messages:
+        """The chat turns that ask for `task`'s answer, after optional (query, answer) demonstrations.
+
+        Default: one system turn listing the tools as JSON schemas and the format's instruction (merged with the
+        task's own system turn, since many chat templates refuse two), then the demonstrations, then the task's
+        turns. Benchmark formats override this to reproduce the prompt their benchmark was run with.
+        """
+        system = ("You are a tool-calling assistant. You can call these functions:\n"
+                  f"{tools_block(task.tools)}\n{self.instruction()}")
+        turns = list(task.messages)
+        if turns and turns[0]["role"] == "system":
+            system = f"{turns[0]['content']}\n\n{system}"
+            turns = turns[1:]
+        shots: Messages = []
+        for query, answer in demos:
+            shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+        return [{"role": "system", "content": system}, *shots, *turns]
 
     def instruction(self) -> str:
         """The sentence that tells the model how to write its answer."""
@@ -48,56 +73,10 @@ class AnswerFormat:
         raise NotImplementedError
 
 
-class JsonCalls(AnswerFormat):
-    """`[{"name": "f", "arguments": {...}}, ...]`: a JSON list of calls, in order."""
-
-    name = "json"
-
-    def instruction(self) -> str:
-        return ('Answer with only a JSON list of function calls, in the order they must run, like '
-                '[{"name": "function_name", "arguments": {"argument": "value"}}].')
-
-    def render(self, calls: list[Call]) -> str:
-        return json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls], ensure_ascii=False)
-
-    def name_prefix(self, name: str) -> str:
-        # Through the "arguments" key: ending right after the name's closing quote would split the `",`
-        # pre-token that byte-level BPE tokenizers (Qwen2, Llama 3, GPT-2) form, scoring tokens the model never
-        # emits. `":` is followed by a space, which always starts a new pre-token.
-        return '[{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
-
-    def parse(self, text: str) -> list[Call]:
-        value = _first_json(text)
-        items = value if isinstance(value, list) else [value]
-        calls = []
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise AnswerParseError("malformed_call", "each call needs a 'name' string")
-            args = item.get("arguments", {})
-            if isinstance(args, str):
-                try:
-                    args = json.loads(args)
-                except json.JSONDecodeError:
-                    raise AnswerParseError("malformed_call", "'arguments' string is not JSON") from None
-            if not isinstance(args, dict):
-                raise AnswerParseError("malformed_call", "'arguments' must be an object")
-            calls.append(Call(item["name"], args))
-        return calls
-
-    def first_call(self, text: str) -> str | None:
-        start = text.find("{")
-        end = _balanced_end(text, start) if start >= 0 else None
-        if end is None:
-            return None
-        while end + 1 < len(text) and text[end + 1] in "],":  # finish the punctuation run: a pre-token boundary
-            end += 1
-        return text[: end + 1]
-
-
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-def _first_json(text: str) -> Any:
+def first_json(text: str) -> Any:
     """The first JSON list, or object with a "name", in `text` (code fences allowed around it).
 
     A list of calls that never closes (the output was cut off) is reported as truncated, not read in part.
@@ -123,7 +102,7 @@ def _first_json(text: str) -> Any:
     raise AnswerParseError("no_json", "no JSON list of calls in the output")
 
 
-def _balanced_end(text: str, start: int) -> int | None:
+def balanced_end(text: str, start: int) -> int | None:
     """Index of the bracket closing the one at `start`, skipping brackets inside JSON strings."""
     depth, in_string, escaped = 0, False, False
     for i in range(start, len(text)):
@@ -144,18 +123,3 @@ def _balanced_end(text: str, start: int) -> int | None:
             if depth == 0:
                 return i
     return None
-
-
-FORMATS: dict[str, AnswerFormat] = {"json": JsonCalls()}
-
-
-def register_format(fmt: AnswerFormat) -> AnswerFormat:
-    FORMATS[fmt.name] = fmt
-    return fmt
-
-
-def get_format(name: str) -> AnswerFormat:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
