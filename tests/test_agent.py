@@ -177,3 +177,12 @@ def test_sampled_answers_come_from_the_adapted_model_and_are_seeded(toy):
     assert calls[1][1]["num_return_sequences"] == 3 and calls[1][1]["temperature"] == 1.0
     assert agent.respond(weather_task()).samples == first.samples  # same input, same seed
     assert torch.equal(_logits(toy), before)
+
+
+def test_record_base_keeps_the_unadapted_answer_of_adapted_inputs(qwen):
+    agent, _ = _agent(qwen, "oracle", tau=1.0, record_base=True)
+    r = agent.respond(weather_task())
+    base = _agent(qwen, "base")[0].respond(weather_task())
+    assert r.adapted and r.base_raw == base.raw
+    confident = _agent(qwen, "oracle", tau=0.0, record_base=True)[0].respond(weather_task())
+    assert confident.base_raw is None  # not adapted: `raw` already is the base answer

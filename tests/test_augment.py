@@ -21,7 +21,7 @@ def test_json_format_round_trips_and_names_the_first_function():
     calls = [Call("get_weather", {"city": "Zürich"}), Call("send_email", {"to": "a@b.c"})]
     text = FMT.render(calls)
     assert FMT.parse(text) == calls
-    assert text.startswith(FMT.name_prefix("get_weather"))
+    assert text.startswith(FMT.name_prefix("get_weather", weather_task().tools))
     assert FMT.first_call(text) == text[: text.index("}}") + 3]  # through the comma: a token boundary
     assert FMT.first_call('[{"name": "f", "arguments": {"s": "a}b"') is None  # never closes
 
@@ -138,3 +138,12 @@ def test_self_synthesizer_on_the_toy_model_keeps_only_valid_pairs(toy):
         assert sum(r.rejected.values()) + len(r.pairs) + r.unused == r.drafts
     again = synth.synthesize(make_tasks(4, SEEN, seed=3)[0], FMT, seed=0)
     assert [p.to_dict() for p in again.pairs] == [p.to_dict() for p in results[0].pairs]  # seeded
+
+
+def test_numbers_written_as_strings_pass_only_where_the_format_allows_them():
+    tool = weather_task().tools[2]  # set_alarm(hour: integer)
+    check_calls([Call("set_alarm", {"hour": "7"})], [tool], numbers_as_strings=True)
+    for value in ("7", "7.5", "seven"):
+        with pytest.raises(CallError, match="wrong_type"):
+            check_calls([Call("set_alarm", {"hour": value})], [tool], numbers_as_strings=value != "7")
+    assert get_format("sealtools").numbers_as_strings and not get_format("json").numbers_as_strings

@@ -95,8 +95,8 @@ def test_gate_logprobs_equal_a_direct_forward_pass(request, arch_dir, normalize)
     model = HFModel.from_pretrained(str(request.getfixturevalue(arch_dir)), dtype="float32")
     task, fmt = weather_task(), get_format("json")
     prompt = model.chat_prompt(answer_messages(task, fmt))
-    u = assess(model, prompt, [t.name for t in task.tools], fmt, GateConfig(normalize=normalize))
-    assert u.continuations == [fmt.name_prefix(t.name) for t in task.tools]
+    u = assess(model, prompt, task.tools, fmt, GateConfig(normalize=normalize))
+    assert u.continuations == [fmt.name_prefix(t.name, task.tools) for t in task.tools]
     for name, cont, lp, n in zip(u.candidates, u.continuations, u.logprobs, u.n_tokens, strict=True):
         direct = _direct_logprob(model, prompt, cont)
         expected = direct / n if normalize == "mean" else direct
@@ -109,18 +109,17 @@ def test_gate_logprobs_equal_a_direct_forward_pass(request, arch_dir, normalize)
 def test_gate_decision_follows_tau(qwen):
     task, fmt = weather_task(), get_format("json")
     prompt = qwen.chat_prompt(answer_messages(task, fmt))
-    names = [t.name for t in task.tools]
-    u = assess(qwen, prompt, names, fmt, GateConfig(tau=1.0))
+    u = assess(qwen, prompt, task.tools, fmt, GateConfig(tau=1.0))
     assert u.uncertain == (u.margin < 1.0)
-    assert not assess(qwen, prompt, names, fmt, GateConfig(tau=0.0)).uncertain
+    assert not assess(qwen, prompt, task.tools, fmt, GateConfig(tau=0.0)).uncertain
 
 
 def test_call_candidates_are_complete_first_calls_scored_after_the_prompt(toy):
     task, fmt = weather_task(), get_format("json")
     prompt = toy.chat_prompt(answer_messages(task, fmt))
-    u = assess(toy, prompt, [t.name for t in task.tools], fmt, GateConfig(candidates="call"))
+    u = assess(toy, prompt, task.tools, fmt, GateConfig(candidates="call"))
     for name, cont in zip(u.candidates, u.continuations, strict=True):
-        assert cont.startswith(fmt.name_prefix(name))
+        assert cont.startswith(fmt.name_prefix(name, task.tools))
     # the trained toy model closes its calls, so each candidate parses as a call to its own function
     closed = [c for c in u.continuations if fmt.first_call(c) == c]
     assert closed, u.continuations
@@ -145,6 +144,6 @@ def test_candidates_end_on_a_token_boundary_of_the_answer(tokenizer):
         args = {k: "Lima" if v["type"] == "string" else 7 for k, v in tool.properties.items()}
         for answer in ([Call(name, args)], [Call(name, args), follow]):
             text = fmt.render(answer)
-            for candidate in (fmt.name_prefix(name), fmt.first_call(text)):
+            for candidate in (fmt.name_prefix(name, list(TOOLS.values())), fmt.first_call(text)):
                 assert text.startswith(candidate)
                 assert ids(text)[: len(ids(candidate))] == ids(candidate), (candidate, text)

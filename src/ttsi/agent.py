@@ -42,6 +42,7 @@ class Response:
     raw: str = ""  # the greedy answer
     parse_error: str | None = None
     samples: list[str] = field(default_factory=list)  # sampled answers (config.samples > 1), same model state
+    base_raw: str | None = None  # the base model's answer to an input decided for adaptation (config.record_base)
     synthetic: list[SyntheticPair] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
     train: TrainLog | None = None
@@ -52,7 +53,7 @@ class Response:
         return {
             "id": self.id, "method": self.method,
             "answer": None if self.answer is None else [c.to_dict() for c in self.answer],
-            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples,
+            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples, "base_raw": self.base_raw,
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
             "decision": self.decision, "adapted": self.adapted, "reason": self.reason,
             "synthetic": [p.to_dict() for p in self.synthetic], "rejected": self.rejected,
@@ -98,12 +99,14 @@ class SelfImprovingAgent:
         seed = input_seed(self.config.seed, task.id)
 
         with stage(timings, "gate_s"):  # H: self-awareness
-            u = assess(self.model, prompt, [t.name for t in task.tools], fmt, self.config.gate) if task.tools else None
+            u = assess(self.model, prompt, task.tools, fmt, self.config.gate) if task.tools else None
         adapt, reason = self._decide(u)
         trace = Response(id=task.id, method=method, uncertainty=u, decision="adapt" if adapt else "skip",
                          reason=reason, timings=timings, scoring_prompt=prompt)
         if not adapt:
             return self._answer(trace, prompt, fmt, seed)
+        if self.config.record_base:  # measurement only: what the base model would have answered
+            trace.base_raw = self.model.generate([prompt], max_new_tokens=self.config.max_new_tokens)[0]
 
         with stage(timings, "synthesize_s"):  # G: self-augmentation
             data = self._synthesize(task, fmt, seed)
@@ -113,11 +116,11 @@ class SelfImprovingAgent:
             return self._answer(trace, prompt, fmt, seed)
 
         if method == "tt-icl":  # training-free variant: the pairs become demonstrations
-            demos = [(p.query, fmt.render(p.answer)) for p in data.pairs]
+            demos = [(p.query, fmt.render(p.answer, task.tools)) for p in data.pairs]
             trace.reason += "; synthetic pairs used as in-context demonstrations"
             return self._answer(trace, self.model.chat_prompt(answer_messages(task, fmt, demos)), fmt, seed)
 
-        examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer)) for p in data.pairs]
+        examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer, task.tools)) for p in data.pairs]
         try:  # T: self-learning, answer, reset
             with stage(timings, "train_s"):
                 trace.train = self.learner.adapt(examples, seed)

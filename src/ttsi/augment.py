@@ -65,7 +65,7 @@ def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, sourc
     for text in drafts:
         try:
             query, calls = parse_pair(text, fmt)
-            check_calls(calls, task.tools)
+            check_calls(calls, task.tools, fmt.numbers_as_strings)
         except (AnswerParseError, CallError) as e:
             rejected[e.reason] += 1
             continue

@@ -15,6 +15,7 @@ from typing import Any
 from ttsi.config import GateConfig
 from ttsi.formats import AnswerFormat
 from ttsi.model import HFModel, Scored
+from ttsi.task import Tool
 
 
 @dataclass
@@ -73,25 +74,25 @@ def confidence_of(measure: str, probs: list[float], top: Scored) -> float:
     return perplexity_confidence(top)
 
 
-def candidate_actions(model: HFModel, prompt: str, names: list[str], fmt: AnswerFormat,
+def candidate_actions(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat,
                       config: GateConfig) -> list[str]:
     """The continuation scored for each function: the prefix naming it, or its greedily completed first call."""
-    prefixes = [fmt.name_prefix(n) for n in names]
+    prefixes = [fmt.name_prefix(t.name, tools) for t in tools]
     if config.candidates == "name":
         return prefixes
     completions = model.generate([prompt + p for p in prefixes], max_new_tokens=config.call_max_new_tokens)
     return [fmt.first_call(p + c) or p + c for p, c in zip(prefixes, completions, strict=True)]
 
 
-def assess(model: HFModel, prompt: str, names: list[str], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:
-    """Run the gate on one prompt whose candidate actions are the functions `names`."""
-    continuations = candidate_actions(model, prompt, names, fmt, config)
+def assess(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:
+    """Run the gate on one prompt whose candidate actions are calls to `tools`."""
+    continuations = candidate_actions(model, prompt, tools, fmt, config)
     scored = model.score(prompt, continuations)
     logprobs = [s.logprob / s.n_tokens if config.normalize == "mean" else s.logprob for s in scored]
     probs = relative_softmax(logprobs)
     top = max(range(len(probs)), key=probs.__getitem__)
     confidence = confidence_of(config.measure, probs, scored[top])
-    return Uncertainty(candidates=list(names), continuations=continuations, logprobs=logprobs,
+    return Uncertainty(candidates=[t.name for t in tools], continuations=continuations, logprobs=logprobs,
                        n_tokens=[s.n_tokens for s in scored], probs=probs, margin=margin(probs),
                        measure=config.measure, confidence=confidence, tau=config.tau,
                        uncertain=confidence < config.tau)

@@ -23,7 +23,7 @@ def gate_confidences(model: HFModel, tasks: list[Task], gate: GateConfig, progre
             raise TaskError(f"task {task.id!r} has no tools: the gate has nothing to score")
         fmt = get_format(task.format)
         prompt = model.chat_prompt(answer_messages(task, fmt))
-        confidences.append(assess(model, prompt, [t.name for t in task.tools], fmt, gate).confidence)
+        confidences.append(assess(model, prompt, task.tools, fmt, gate).confidence)
     return confidences
 
 

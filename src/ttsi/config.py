@@ -74,6 +74,7 @@ class AgentConfig:
     max_new_tokens: int = 256  # answer budget
     samples: int = 1  # answers sampled besides the greedy one, for majority vote and pass@k (1: greedy only)
     sample_temperature: float = 0.7
+    record_base: bool = False  # also answer adapted inputs with the base model (gate AUROC, tau sweeps, fixed/broken)
     seed: int = 0
 
     def validate(self) -> AgentConfig:

@@ -107,7 +107,8 @@ class Learner:
         self._initial = [p.detach().clone() for p in self._params]
         self.model.model.eval()
 
-    def adapt(self, examples: list[tuple[str, str]], seed: int = 0) -> TrainLog:
+    def adapt(self, examples: list[tuple[str, str]], seed: int = 0,
+              progress: Callable[[int, float], None] | None = None) -> TrainLog:
         """Train the adapter on (prompt text, answer text) pairs with the configured schedule."""
         self.wrap()
         c = self.config
@@ -137,6 +138,8 @@ class Learner:
                     optimizer.zero_grad(set_to_none=True)
                     losses.append(float(loss.detach()))
                     lrs.append(lr)
+                    if progress is not None:
+                        progress(len(losses) - 1, losses[-1])
         finally:
             self.model.model.eval()
         return TrainLog(steps=len(losses), losses=losses, lrs=lrs)

@@ -58,8 +58,12 @@ class HFModel:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None,
-                        trust_remote_code: bool = False) -> HFModel:
-        """Load a model id or local directory (the same path users take for Qwen2.5 and for the tests' tiny models)."""
+                        trust_remote_code: bool = False, adapter: str | None = None) -> HFModel:
+        """Load a model id or local directory (the same path users take for Qwen2.5 and for the tests' tiny models).
+
+        `adapter`: a PEFT adapter directory (e.g. from `ttsi sft`) merged into the weights, so the result is a
+        plain model again (TT-SI's own LoRA then goes on top of it).
+        """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(name_or_path).expanduser()
@@ -77,6 +81,8 @@ class HFModel:
         except (OSError, ValueError, KeyError) as e:
             hint = " (hub downloads are off: HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
             raise ModelLoadError(f"could not load model {name_or_path!r}{hint}: {str(e).splitlines()[0]}") from None
+        if adapter is not None:
+            model = _merge_adapter(model, adapter)
         return cls(model.to(target), tokenizer, name=name_or_path)
 
     @property
@@ -164,6 +170,14 @@ class HFModel:
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
         return ids.to(self.device), mask.to(self.device)
+
+
+def _merge_adapter(model: Any, adapter: str) -> Any:
+    if not (Path(adapter) / "adapter_config.json").exists():
+        raise ModelLoadError(f"adapter directory {adapter} has no adapter_config.json (not a PEFT adapter)")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter).merge_and_unload()
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from ttsi.formats import AnswerFormat, AnswerParseError, Messages, tools_block
-from ttsi.task import Call, Task
+from ttsi.task import Call, Task, Tool
 
 
 def answer_messages(task: Task, fmt: AnswerFormat, demos: Sequence[tuple[str, str]] = ()) -> Messages:
@@ -30,9 +30,9 @@ def synthesis_messages(task: Task, fmt: AnswerFormat) -> Messages:
 _PAIR = re.compile(r"Request:\s*(?P<query>.*?)\s*\n\s*Answer:\s*(?P<answer>.*)", re.DOTALL | re.IGNORECASE)
 
 
-def render_pair(query: str, calls: list[Call], fmt: AnswerFormat) -> str:
+def render_pair(query: str, calls: list[Call], fmt: AnswerFormat, tools: Sequence[Tool] = ()) -> str:
     """The reply a perfect synthesizer writes: the inverse of `parse_pair`."""
-    return f"Request: {query}\nAnswer: {fmt.render(calls)}"
+    return f"Request: {query}\nAnswer: {fmt.render(calls, tools)}"
 
 
 def parse_pair(text: str, fmt: AnswerFormat) -> tuple[str, list[Call]]:

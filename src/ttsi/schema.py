@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ttsi.task import Call, Tool
@@ -19,8 +20,11 @@ class CallError(ValueError):
         self.reason = reason
 
 
-def check_calls(calls: list[Call], tools: list[Tool]) -> None:
-    """Raise CallError for the first call that names an unknown function or breaks its schema."""
+def check_calls(calls: list[Call], tools: list[Tool], numbers_as_strings: bool = False) -> None:
+    """Raise CallError for the first call that names an unknown function or breaks its schema.
+
+    `numbers_as_strings`: accept "30" where the schema says integer or number (see AnswerFormat).
+    """
     if not calls:
         raise CallError("no_calls", "the answer contains no call")
     by_name = {t.name: t for t in tools}
@@ -28,10 +32,10 @@ def check_calls(calls: list[Call], tools: list[Tool]) -> None:
         tool = by_name.get(call.name)
         if tool is None:
             raise CallError("unknown_function", f"{call.name!r} is not one of the task's tools")
-        check_arguments(call.arguments, tool)
+        check_arguments(call.arguments, tool, numbers_as_strings)
 
 
-def check_arguments(arguments: dict[str, Any], tool: Tool) -> None:
+def check_arguments(arguments: dict[str, Any], tool: Tool, numbers_as_strings: bool = False) -> None:
     props = tool.properties
     for name in tool.required:
         if name not in arguments:
@@ -42,6 +46,8 @@ def check_arguments(arguments: dict[str, Any], tool: Tool) -> None:
                 raise CallError("unknown_argument", f"{tool.name} has no argument {name!r}")
             continue
         problem = value_problem(value, props[name])
+        if problem and problem[0] == "wrong_type" and numbers_as_strings and _numeric_string(value, props[name]):
+            problem = None
         if problem:
             raise CallError(problem[0], f"{tool.name}.{name}: {problem[1]}")
 
@@ -73,6 +79,20 @@ def value_problem(value: Any, schema: Any) -> tuple[str, str] | None:
                     return problem[0], f"field {key!r}: {problem[1]}"
         return None
     return "wrong_type", f"{value!r} is not of type {'/'.join(types)}"
+
+
+def _numeric_string(value: Any, schema: Any) -> bool:
+    """A string that spells a number, where the schema asks for an integer or a number."""
+    if not isinstance(value, str) or not isinstance(schema, dict):
+        return False
+    types = schema.get("type")
+    names = {_ALIASES.get(str(t).lower(), str(t).lower()) for t in ([types] if isinstance(types, str) else types or [])}
+    try:
+        number = float(value)
+    except ValueError:
+        return False
+    return ("number" in names and math.isfinite(number)) or ("integer" in names and number.is_integer()
+                                                              and value.strip().lstrip("+-").isdigit())
 
 
 def _is_type(value: Any, name: str) -> bool:

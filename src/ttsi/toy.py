@@ -113,10 +113,10 @@ def training_pairs(tasks: list[Task], seed: int) -> list[tuple[list[dict[str, st
     pairs = []
     for task in tasks:
         assert task.answer is not None
-        pairs.append((answer_messages(task, fmt), fmt.render(task.answer)))
+        pairs.append((answer_messages(task, fmt), fmt.render(task.answer, task.tools)))
         query, call = sample_request(task.answer[0].name, rng)
         if query != task.query:
-            pairs.append((synthesis_messages(task, fmt), render_pair(query, [call], fmt)))
+            pairs.append((synthesis_messages(task, fmt), render_pair(query, [call], fmt, task.tools)))
     return pairs
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ttsi.benchmarks import apibank, bfcl, nexusraven, sealtools, toolalpaca, toy  # noqa: F401  (register)
 from ttsi.benchmarks.base import (
     BENCHMARKS,
     REASONS,
     Benchmark,
     ItemScore,
+    compare_calls,
     read_json,
     read_jsonl,
     register,
@@ -33,5 +35,5 @@ def parse_spec(spec: str) -> tuple[Benchmark, str]:
     return bench, split
 
 
-__all__ = ["BENCHMARKS", "REASONS", "Benchmark", "ItemScore", "get_benchmark", "parse_spec", "read_json",
+__all__ = ["BENCHMARKS", "REASONS", "Benchmark", "ItemScore", "compare_calls", "get_benchmark", "parse_spec", "read_json",
            "read_jsonl", "register", "require", "resolve_data_dir"]

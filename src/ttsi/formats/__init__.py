@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from ttsi.errors import TaskError
+from ttsi.formats.apibank import APIBankFormat
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, tools_block
+from ttsi.formats.bfcl import BFCLFormat
 from ttsi.formats.json_calls import JsonCalls
+from ttsi.formats.nexusraven import NexusRavenFormat
+from ttsi.formats.sealtools import SealToolsFormat
+from ttsi.formats.toolalpaca import ToolAlpacaFormat
 
 FORMATS: dict[str, AnswerFormat] = {}
 
@@ -21,7 +26,8 @@ def get_format(name: str) -> AnswerFormat:
         raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
 
 
-register_format(JsonCalls())
+for _fmt in (JsonCalls(), SealToolsFormat(), BFCLFormat(), NexusRavenFormat(), ToolAlpacaFormat(), APIBankFormat()):
+    register_format(_fmt)
 
 __all__ = ["FORMATS", "AnswerFormat", "AnswerParseError", "JsonCalls", "Messages", "get_format", "register_format",
            "tools_block"]

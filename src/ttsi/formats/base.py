@@ -33,6 +33,9 @@ class AnswerFormat:
     """Interface every answer format implements."""
 
     name: str = ""
+    # Whether numbers may be written as strings in answers ("30" for an integer): true where the benchmark's own
+    # gold does so and its scorer compares str() values; synthetic pairs are validated accordingly.
+    numbers_as_strings: bool = False
 
     def messages(self, task: Task, demos: Sequence[tuple[str, str]] = ()) -> Messages:
         """The chat turns that ask for `task`'s answer, after optional (query, answer) demonstrations.
@@ -56,16 +59,24 @@ class AnswerFormat:
         """The sentence that tells the model how to write its answer."""
         raise NotImplementedError
 
-    def render(self, calls: list[Call]) -> str:
-        """The answer text for these calls, exactly as the model should write it."""
+    def render(self, calls: list[Call], tools: Sequence[Tool] = ()) -> str:
+        """The answer text for these calls, exactly as the model should write it.
+
+        `tools`: the task's tools, for formats whose answer text depends on them (Seal-Tools numbers one
+        `API_call_k` per response field of the called tool).
+        """
         raise NotImplementedError
 
     def parse(self, text: str) -> list[Call]:
         """Calls in a generated answer; raises AnswerParseError."""
         raise NotImplementedError
 
-    def name_prefix(self, name: str) -> str:
-        """The answer prefix that commits to calling `name` first: the gate's default candidate action."""
+    def name_prefix(self, name: str, tools: Sequence[Tool]) -> str:
+        """The answer prefix that commits to calling `name` first: the gate's default candidate action.
+
+        `tools`: all the task's tools, so a format can keep two names that extend one another (`get`,
+        `get_weather`) from having candidates that are prefixes of each other.
+        """
         raise NotImplementedError
 
     def first_call(self, text: str) -> str | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, balanced_end, first_json
-from ttsi.task import Call
+from ttsi.task import Call, Tool
 
 
 class JsonCalls(AnswerFormat):
@@ -17,10 +18,10 @@ class JsonCalls(AnswerFormat):
         return ('Answer with only a JSON list of function calls, in the order they must run, like '
                 '[{"name": "function_name", "arguments": {"argument": "value"}}].')
 
-    def render(self, calls: list[Call]) -> str:
+    def render(self, calls: list[Call], tools: Sequence[Tool] = ()) -> str:
         return json.dumps([{"name": c.name, "arguments": c.arguments} for c in calls], ensure_ascii=False)
 
-    def name_prefix(self, name: str) -> str:
+    def name_prefix(self, name: str, tools: Sequence[Tool]) -> str:
         # Through the "arguments" key: ending right after the name's closing quote would split the `",`
         # pre-token that byte-level BPE tokenizers (Qwen2, Llama 3, GPT-2) form, scoring tokens the model never
         # emits. `":` is followed by a space, which always starts a new pre-token.

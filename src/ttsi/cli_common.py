@@ -1,0 +1,67 @@
+"""What the `ttsi` commands share: error handling, quiet libraries, and the options common to several commands."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from ttsi.config import METHODS, GateConfig
+from ttsi.errors import TTSIError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def cli_errors(fn: F) -> F:
+    """One clear line and exit code 2 for bad input; 130 on Ctrl-C; never a traceback for either."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TTSIError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def quiet_libraries() -> None:
+    """Library warnings and loading bars off: stderr carries our own messages only."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # deprecation chatter between peft and transformers
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def gate_config(tau: float, measure: str, candidates: str, normalize: str) -> GateConfig:
+    return GateConfig(tau=tau, measure=measure, candidates=candidates, normalize=normalize)
+
+
+MODEL = typer.Option(..., "--model", help="Hugging Face model id or local directory.")
+DTYPE = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
+DEVICE = typer.Option(None, help="cuda, cpu, cuda:1, ... (default: cuda when available).")
+MEASURE = typer.Option("margin", help="Gate confidence: margin (RSS, the paper), entropy, perplexity.")
+CANDIDATES = typer.Option("name", help="Candidate actions: name (answer prefix naming each function) or call.")
+NORMALIZE = typer.Option("sum", help="Candidate log-prob: sum over tokens, or mean (length-normalised).")
+
+
+METHOD = typer.Option("tt-si", help=f"One of: {', '.join(METHODS)}.")
+K = typer.Option(1, "--k", help="Synthetic examples per uncertain input.")
+TEACHER_URL = typer.Option(None, help="TT-D teacher: OpenAI-compatible base URL (.../v1).")
+TEACHER_MODEL = typer.Option(None, help="TT-D teacher: model name at that URL.")
+TEACHER_KEY_ENV = typer.Option("OPENAI_API_KEY", help="Environment variable holding the teacher's key.")
+ICL_SOURCE = typer.Option("self", help="tt-icl demonstrations from 'self' or the 'teacher'.")
+EPOCHS = typer.Option(5, help="LoRA epochs over the synthetic pairs.")
+LR = typer.Option(1e-4, help="LoRA learning rate.")
+MAX_NEW_TOKENS = typer.Option(256, help="Answer length budget.")

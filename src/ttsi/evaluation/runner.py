@@ -1,0 +1,112 @@
+"""`ttsi eval`: run the agent over a benchmark split for several seeds, one scored record per item per seed."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ttsi.agent import Response, SelfImprovingAgent
+from ttsi.augment import Synthesizer
+from ttsi.benchmarks import Benchmark, ItemScore
+from ttsi.config import AgentConfig
+from ttsi.errors import ConfigError
+from ttsi.evaluation.records import SUMMARY, RunDir, read_records
+from ttsi.evaluation.summary import summarize, to_json
+from ttsi.formats import AnswerParseError, get_format
+from ttsi.model import HFModel
+from ttsi.task import Task
+
+GATED = ("tt-si", "tt-d", "tt-icl", "oracle")  # methods whose adaptation follows the gate, so tau can be swept
+
+
+def check_sweep(config: AgentConfig, taus: list[float]) -> None:
+    if not taus:
+        raise ConfigError("give at least one tau")
+    if len(taus) > 1 and config.method not in GATED:
+        raise ConfigError(f"a tau sweep needs a gated method ({', '.join(GATED)}), not {config.method}")
+    for tau in taus:
+        if not 0 <= tau <= 1:
+            raise ConfigError(f"tau must be in [0, 1], got {tau}")
+
+
+def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], config: AgentConfig, seeds: list[int],
+             out: Path, settings: dict[str, Any], taus: list[float] | None = None, resume: bool = False,
+             teacher: Synthesizer | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Evaluate, appending each record as it is made; return (and write) the summary of all records."""
+    taus = sorted(taus or [config.gate.tau])
+    check_sweep(config, taus)
+    # The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
+    config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
+                                 record_base=config.record_base or len(taus) > 1)
+    console = console or Console(stderr=True)
+    with RunDir(out, settings, resume) as run:
+        todo = [(seed, t) for seed in seeds for t in tasks if (t.id, seed) not in run.done]
+        done_before = len(seeds) * len(tasks) - len(todo)
+        correct = Counter(r["correct"] for r in read_records(run.results))
+        columns = [TextColumn(f"{bench.name}:{split} {config.method}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn()]
+        with Progress(*columns, console=console, transient=False) as bar:
+            job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=done_before, acc=_acc(correct))
+            agent = None
+            for seed, task in todo:
+                if agent is None or agent.config.seed != seed:
+                    agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
+                record = make_record(bench, split, task, seed, agent.respond(task))
+                run.append(record)
+                correct[record["correct"]] += 1
+                bar.update(job, advance=1, acc=_acc(correct))
+    records = read_records(run.results)
+    summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
+    (Path(out) / SUMMARY).write_text(to_json(summary))
+    return summary
+
+
+def _acc(correct: Counter[bool]) -> str:
+    n = correct[True] + correct[False]
+    return f"{correct[True] / n:.1%}" if n else "-"
+
+
+def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response) -> dict[str, Any]:
+    """One line of results.jsonl: the scored answer, the base model's, the samples', and the agent's trace."""
+    final = bench.score(task, r.raw)
+    base: ItemScore | None = final if r.decision == "skip" else None  # skipped inputs were answered by the base
+    if r.base_raw is not None:
+        base = bench.score(task, r.base_raw)
+    samples = [bench.score(task, text).correct for text in r.samples]
+    trace = r.to_dict()
+    return {
+        "id": task.id, "seed": seed, "benchmark": bench.name, "split": split, "method": r.method,
+        "subsets": bench.subsets(task),
+        "prediction": trace["answer"], "raw": r.raw, "correct": final.correct, "error": final.reason,
+        "error_detail": final.detail, "counts": final.counts,
+        "base_raw": r.base_raw, "base_correct": None if base is None else base.correct,
+        "base_error": None if base is None else base.reason,
+        "samples": r.samples, "samples_correct": samples,
+        "majority_correct": majority_correct(task, r.samples, samples) if samples else None,
+        "pass_correct": any(samples) if samples else None,
+        "gate": trace["uncertainty"], "decision": r.decision, "adapted": r.adapted, "reason": r.reason,
+        "synthetic": trace["synthetic"], "rejected": r.rejected, "train": trace["train"], "timings": r.timings,
+    }
+
+
+def majority_correct(task: Task, texts: list[str], correct: list[bool]) -> bool:
+    """Whether the most common parsed answer among the samples is correct (ties: the earliest answer wins)."""
+    fmt = get_format(task.format)
+    keys: list[str | None] = []
+    for text in texts:
+        try:
+            keys.append(json.dumps([c.to_dict() for c in fmt.parse(text)], sort_keys=True))
+        except AnswerParseError:
+            keys.append(None)  # unparsable samples do not vote
+    votes = Counter(k for k in keys if k is not None)
+    if not votes:
+        return False
+    top = max(votes.values())
+    winner = next(k for k in keys if k is not None and votes[k] == top)
+    return correct[keys.index(winner)]

@@ -1,0 +1,44 @@
+"""`ttsi sft`: the supervised baseline, LoRA on a labelled split with TT-SI's LoRA settings, and its sample count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ttsi.benchmarks import Benchmark
+from ttsi.config import LearnConfig
+from ttsi.errors import TaskError
+from ttsi.evaluation.summary import git_commit, versions
+from ttsi.formats import get_format
+from ttsi.learn import Learner
+from ttsi.model import HFModel
+from ttsi.prompts import answer_messages
+
+
+def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: Any, learn: LearnConfig, out: Path,
+              seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one adapter on every labelled item and save it (PEFT format) with a record of what it used."""
+    labelled = [t for t in tasks if t.answer]
+    if not labelled:
+        raise TaskError(f"{bench.name}:{split} has no labelled items to train on")
+    examples = [(model.chat_prompt(answer_messages(t, get_format(t.format))),
+                 get_format(t.format).render(t.answer, t.tools)) for t in labelled]
+    learner = Learner(model, learn, seed=seed)
+    columns = [TextColumn(f"sft {bench.name}:{split}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        job = bar.add_task("sft", total=learn.epochs * -(-len(examples) // learn.batch_size), loss=float("nan"))
+        log = learner.adapt(examples, seed=seed, progress=lambda step, loss: bar.update(job, completed=step + 1,
+                                                                                         loss=loss))
+    out.mkdir(parents=True, exist_ok=True)
+    learner.save(out / "adapter")
+    record = {"benchmark": bench.name, "split": split, "samples": len(labelled), "skipped_unlabelled":
+              len(tasks) - len(labelled), "steps": log.steps, "final_loss": log.losses[-1], "losses": log.losses,
+              "learn": learn.__dict__, "seed": seed, "versions": versions(), "git_commit": git_commit(),
+              **(settings or {})}
+    (out / "sft.json").write_text(json.dumps(record, indent=2))
+    return record
