@@ -29,7 +29,7 @@ from ttsi.cli_common import (
 from ttsi.config import AgentConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import ConfigError
 
-BENCHMARK = typer.Option(..., "--benchmark", help="NAME[:SPLIT], e.g. sealtools:test_out_domain (ttsi eval --help "
+BENCHMARK = typer.Option(..., "--benchmark", help="NAME[:SPLIT], e.g. sealtools:test_out_domain (`ttsi benchmarks` "
                                                   "lists them).")
 DATA_DIR = typer.Option(None, "--data-dir", help="Benchmark data directory (default: $TTSI_DATA_DIR).")
 LIMIT = typer.Option(None, help="Only the first N items of the split.")
@@ -180,7 +180,19 @@ def sft_command(
                f"{out / 'adapter'}; evaluate with: ttsi eval --model {model} --adapter {out / 'adapter'} ...")
 
 
+def benchmarks_command() -> None:
+    """The registered benchmarks: splits (default first), license, and how scoring differs from the official."""
+    from ttsi.benchmarks import BENCHMARKS
+
+    for name, bench in sorted(BENCHMARKS.items()):
+        splits = [bench.default_split] + [s for s in bench.splits if s != bench.default_split]
+        typer.echo(f"{name}: {', '.join(splits)}  [{bench.license}]")
+        if bench.note:
+            typer.echo(f"    {bench.note}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("benchmarks")(cli_errors(benchmarks_command))
     app.command("eval")(cli_errors(eval_command))
     app.command("score")(cli_errors(score_command))
     app.command("report")(cli_errors(report_command))
