@@ -17,9 +17,9 @@ from ttsi.formats.apibank import (
     APIBankFormat,
     dialogue,
     official_call,
-    pretoken_ends,
     system_prompt,
 )
+from ttsi.formats.pretokens import pretoken_ends
 from ttsi.schema import CallError, check_calls
 from ttsi.task import Call, Task, Tool
 

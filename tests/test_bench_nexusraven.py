@@ -17,7 +17,8 @@ from ttsi.benchmarks.nexusraven import NexusRaven, tool_from_api
 from ttsi.errors import TaskError
 from ttsi.formats import register_format
 from ttsi.formats.base import AnswerParseError
-from ttsi.formats.nexusraven import NexusRavenFormat, pretoken_end, stub_signature
+from ttsi.formats.nexusraven import NexusRavenFormat, stub_signature
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.schema import check_calls
 from ttsi.task import Call, Task, Tool
 
@@ -252,12 +253,12 @@ def test_first_call():
     assert FMT.first_call("lookup(query=") is None
 
 
-def test_pretoken_end():
+def test_boundary_at_or_after():
     text = 'f(a=1)\nNext'
-    assert pretoken_end(text, 1) == 1      # "f" | "(a"
-    assert pretoken_end(text, 2) == 3      # "(a" is one piece
-    assert pretoken_end(text, len("f(a=1)")) == len("f(a=1)\n")
-    assert pretoken_end(text, 0) == 0
+    assert boundary_at_or_after(text, 1) == 1      # "f" | "(a"
+    assert boundary_at_or_after(text, 2) == 3      # "(a" is one piece
+    assert boundary_at_or_after(text, len("f(a=1)")) == len("f(a=1)\n")
+    assert boundary_at_or_after(text, 0) == 0
 
 
 def test_candidates_end_on_a_token_boundary_of_the_answer(tokenizer):

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
 # Verbatim from every item's `instruction` in api-bank/test-data/level-{1,2}-api.json, repository
@@ -42,13 +43,6 @@ NATIVE_KEYS = ("name", "description", "input_parameters", "output_parameters")
 CALL = re.compile(r"\[(\w+)\((.*)\)\]")
 PARAM = re.compile(r"(\w+)\s*=\s*['\"](.+?)['\"]|(\w+)\s*=\s*(\[.*\])|(\w+)\s*=\s*(\w+)")
 _FIRST_CALL = re.compile(r"\[\w+\(.*?\)\]")
-
-# Qwen2's pre-tokenizer split (ttsi.tiny.QWEN2_SPLIT) in the standard library's `re`: letters are `[^\W\d_]`,
-# numbers `\d`, and `_` is punctuation, as in `\p{...}` terms. Candidates end on its boundaries.
-_LETTER = r"[^\W\d_]"
-_PRETOKEN = re.compile(rf"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\r\n\w]|_)?{_LETTER}+|\d| ?(?:[^\s\w]|_)+[\r\n]*|"
-                       r"\s*[\r\n]+|\s+(?!\S)|\s+")
-
 
 def official_params(body: str) -> dict[str, str]:
     """The parameter dict the official `parse_api_call` reads from the text between a call's parentheses."""
@@ -96,16 +90,6 @@ def dialogue(query: str) -> str:
     if not re.match(r"(User|AI|API-Request):", text):
         text = f"User: {text.strip()}"
     return f"{text}\n{GENERATE}\n"
-
-
-def pretoken_ends(text: str) -> list[int]:
-    """End offsets of the pre-tokens of `text` under Qwen2's split."""
-    return [m.end() for m in _PRETOKEN.finditer(text)]
-
-
-def boundary_at_or_after(text: str, pos: int) -> int:
-    """The first pre-token boundary of `text` at or after `pos` (the text's end if none comes sooner)."""
-    return next((end for end in pretoken_ends(text) if end >= pos), len(text))
 
 
 def _literal(value: Any) -> str:

@@ -18,11 +18,11 @@ import ast
 import copy
 import math
 import operator
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
 # Verbatim from berkeley-function-call-leaderboard/bfcl_eval/constants/default_prompts.py (DEFAULT_SYSTEM_PROMPT =
@@ -191,21 +191,9 @@ def decode(text: str) -> list[Call]:
 
 # ---- token boundaries ------------------------------------------------------------------------------------------
 
-def _punct(ch: str) -> bool:
-    """Neither a space, a letter nor a number: what the pre-tokenizer's punctuation runs are made of."""
-    return not ch.isspace() and unicodedata.category(ch)[0] not in "LN"
-
-
-def _first_pretoken(text: str) -> str:
-    """The pre-token that `text` (starting with punctuation, like `(`) begins with: `(` + letters, or a punct run."""
-    end = 1
-    if end < len(text) and unicodedata.category(text[end])[0] == "L":
-        while end < len(text) and unicodedata.category(text[end])[0] == "L":
-            end += 1
-    else:
-        while end < len(text) and _punct(text[end]):
-            end += 1
-    return text[:end]
+def _pretoken_head(text: str) -> str:
+    """The first pre-token of `text` (starting with punctuation, like `(`): `(` + letters, or a punct run."""
+    return text[: boundary_at_or_after(text, 1)]
 
 
 def _closing_paren(text: str, start: int) -> int | None:
@@ -270,17 +258,11 @@ class BFCLFormat(AnswerFormat):
         params = params if isinstance(params, dict) else {}
         listed, required = list(params.get("properties") or {}), params.get("required") or []
         first = next((p for p in listed if p in required), listed[0] if listed else None)
-        return f"[{name}" + _first_pretoken(f"({first}=" if first else "()]")
+        return f"[{name}" + _pretoken_head(f"({first}=" if first else "()]")
 
     def first_call(self, text: str) -> str | None:
         start = text.find("(")
         end = _closing_paren(text, start) if start >= 0 else None
         if end is None:
             return None
-        end += 1
-        # Finish the punctuation run the `)` belongs to (`')]`, `),`) and its newlines: a pre-token boundary.
-        while end < len(text) and _punct(text[end]):
-            end += 1
-        while end < len(text) and text[end] in "\r\n":
-            end += 1
-        return text[:end]
+        return text[: boundary_at_or_after(text, end + 1)]  # through `')]` / `),` and its newlines

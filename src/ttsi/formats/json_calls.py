@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, balanced_end, first_json
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Tool
 
 
@@ -50,6 +51,4 @@ class JsonCalls(AnswerFormat):
         end = balanced_end(text, start) if start >= 0 else None
         if end is None:
             return None
-        while end + 1 < len(text) and text[end + 1] in "],":  # finish the punctuation run: a pre-token boundary
-            end += 1
-        return text[: end + 1]
+        return text[: boundary_at_or_after(text, end + 1)]  # through the `}]` / `},` punctuation run

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
 # Verbatim from raven/eval/raven_utils.py (RAVEN_PROMPT and RavenPromptTemplate.format), Apache-2.0.
@@ -31,22 +32,6 @@ _ANNOTATIONS: dict[str, type] = {"str": str, "int": int, "float": float, "bool":
                                  "dict": dict, "tuple": tuple}
 _JSON_TO_PY = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "array": "list",
                "object": "dict"}
-
-# Qwen2's pre-tokenizer split (\p{L} -> [^\W\d_], \p{N} -> \d): byte-level BPE never merges across these
-# pieces, so a prefix that ends where a piece ends tokenizes as the start of the full text does.
-_PRETOKEN = re.compile(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|(?:[^\r\n\w]|_)?[^\W\d_]+|\d"
-                       r"| ?(?:[^\s\w]|_)+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-
-
-def pretoken_end(text: str, index: int) -> int:
-    """The end of the pre-token holding text[index - 1]: the first token boundary at or after `index`."""
-    if index <= 0:
-        return 0
-    for match in _PRETOKEN.finditer(text):
-        if match.end() >= index:
-            return match.end()
-    return len(text)
-
 
 class _TypeName:
     """An annotation that prints as a given type name (for type names that are not Python builtins)."""
@@ -264,7 +249,7 @@ class NexusRavenFormat(AnswerFormat):
         text = f"{name}({params[0]}=" if params else f"{name}()"
         if not extended and name[-1:].isalnum():
             return name
-        return text[: pretoken_end(text, len(name) + 1)]
+        return text[: boundary_at_or_after(text, len(name) + 1)]
 
     def parse(self, text: str) -> list[Call]:
         first = find_call(text)
@@ -286,4 +271,4 @@ class NexusRavenFormat(AnswerFormat):
 
     def first_call(self, text: str) -> str | None:
         found = _locate(text)
-        return None if found is None else text[: pretoken_end(text, found[2])]
+        return None if found is None else text[: boundary_at_or_after(text, found[2])]

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
 # Verbatim from the human turns of Seal-Tools_Dataset/dataset_for_finetune/*.json (typo included), repository
@@ -165,13 +165,7 @@ class SealToolsFormat(AnswerFormat):
         end = _closing_brace(text, start) if start >= 0 else None
         if end is None:
             return None
-        end += 1
-        # Finish the punctuation run (and trailing newlines) the closing brace starts: a pre-token boundary.
-        while end < len(text) and not text[end].isspace() and unicodedata.category(text[end])[0] not in "LN":
-            end += 1
-        while end < len(text) and text[end] in "\r\n":
-            end += 1
-        return text[:end]
+        return text[: boundary_at_or_after(text, end + 1)]  # through the closing brace's punctuation run
 
 
 def _closing_brace(text: str, start: int) -> int | None:

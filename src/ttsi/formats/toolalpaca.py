@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, balanced_end
-from ttsi.formats.nexusraven import pretoken_end
+from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
 # Verbatim from agent/agent_prompts.py (prefix_test_v2, format_instructions_test_v2, suffix), Apache-2.0.
@@ -136,7 +136,7 @@ class ToolAlpacaFormat(AnswerFormat):
 
     def first_call(self, text: str) -> str | None:
         span = self._action(text, 0)
-        return None if span is None else text[: pretoken_end(text, span[2] + 1)]
+        return None if span is None else text[: boundary_at_or_after(text, span[2] + 1)]
 
     @staticmethod
     def _action(text: str, pos: int) -> tuple[str, int, int] | None:
