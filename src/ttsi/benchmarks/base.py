@@ -120,6 +120,25 @@ def require(condition: bool, path: Path, expected: str) -> None:
         raise TaskError(f"malformed data file {path}: expected {expected}")
 
 
+def argument_difference(got: dict[str, Any], want: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, detail) for the first way `got` differs from `want`; None when they are equal.
+
+    A value of another type is `wrong_type`, except between numbers (2 vs 2.0) and against an unset (None) value.
+    """
+    missing = sorted(set(want) - set(got))
+    if missing:
+        return "missing_argument", f"lacks {', '.join(missing)}"
+    extra = sorted(set(got) - set(want))
+    if extra:
+        return "unexpected_argument", f"has {', '.join(extra)}, which the gold does not"
+    for key, value in want.items():
+        if got[key] != value:
+            numbers = all(isinstance(v, (int, float)) for v in (got[key], value))
+            typed = None not in (got[key], value) and type(got[key]) is not type(value) and not numbers
+            return ("wrong_type" if typed else "wrong_value"), f"{key} = {got[key]!r}, gold {value!r}"
+    return None
+
+
 def compare_calls(predicted: list[Call], gold: list[Call]) -> ItemScore:
     """Exact match of two call lists, in order, with the reason for the first difference."""
     if len(predicted) != len(gold):
@@ -127,13 +146,7 @@ def compare_calls(predicted: list[Call], gold: list[Call]) -> ItemScore:
     for p, g in zip(predicted, gold, strict=True):
         if p.name != g.name:
             return ItemScore(False, "wrong_function", f"{p.name} instead of {g.name}")
-        missing = sorted(set(g.arguments) - set(p.arguments))
-        if missing:
-            return ItemScore(False, "missing_argument", f"{g.name} lacks {', '.join(missing)}")
-        extra = sorted(set(p.arguments) - set(g.arguments))
-        if extra:
-            return ItemScore(False, "unexpected_argument", f"{g.name} does not take {', '.join(extra)}")
-        for key, value in g.arguments.items():
-            if p.arguments[key] != value:
-                return ItemScore(False, "wrong_value", f"{g.name}.{key} = {p.arguments[key]!r}, gold {value!r}")
+        difference = argument_difference(p.arguments, g.arguments)
+        if difference:
+            return ItemScore(False, difference[0], f"{g.name}: {difference[1]}")
     return ItemScore(True)

@@ -13,7 +13,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ttsi.benchmarks.base import Benchmark, ItemScore, read_json, read_jsonl, register, require
+from ttsi.benchmarks.base import (
+    Benchmark,
+    ItemScore,
+    argument_difference,
+    read_json,
+    read_jsonl,
+    register,
+    require,
+)
 from ttsi.formats.base import AnswerParseError
 from ttsi.formats.nexusraven import NexusRavenFormat, find_call, stub_signature
 from ttsi.task import Call, Task, Tool
@@ -123,7 +131,7 @@ class NexusRaven(Benchmark):
             return _wrong("gold_malformed", f"reference {gold['name']}: {e}", function_match=1.0)
         if predicted == reference:
             return ItemScore(True, counts={"function_match": 1.0})
-        reason, detail = _difference(predicted, reference)
+        reason, detail = argument_difference(predicted, reference) or ("wrong_value", "arguments differ")
         return _wrong(reason, f"{call.name}.{detail}", function_match=1.0)
 
     def subsets(self, task: Task) -> list[str]:
@@ -157,14 +165,3 @@ def _bind_reason(message: str) -> str:
     if "missing" in message:
         return "missing_argument"
     return "unexpected_argument"  # an unknown keyword, too many positional values, or an argument given twice
-
-
-def _difference(predicted: dict[str, Any], reference: dict[str, Any]) -> tuple[str, str]:
-    """The first argument whose bound values differ: wrong_type when both are set, to different types."""
-    for key, want in reference.items():
-        got = predicted.get(key)
-        if got != want:
-            numbers = all(isinstance(v, (int, float)) for v in (got, want))
-            typed = got is not None and want is not None and type(got) is not type(want) and not numbers
-            return ("wrong_type" if typed else "wrong_value"), f"{key} = {got!r}, gold {want!r}"
-    return "wrong_value", "arguments differ"

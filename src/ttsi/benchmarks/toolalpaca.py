@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ttsi.benchmarks.base import Benchmark, ItemScore, read_json, register, require
+from ttsi.benchmarks.base import Benchmark, ItemScore, argument_difference, read_json, register, require
 from ttsi.formats.base import AnswerParseError
 from ttsi.formats.toolalpaca import ToolAlpacaFormat, action_input, official_action
 from ttsi.task import Call, Task, Tool
@@ -129,7 +129,7 @@ class ToolAlpaca(Benchmark):
             return _wrong("gold_malformed", f"the golden input of {name} is not JSON", action_match=1.0)
         if value == want:
             return ItemScore(True, counts={"action_match": 1.0})
-        reason, detail = _difference(value, want)
+        reason, detail = argument_difference(value, want) or ("wrong_value", "inputs differ")
         return _wrong(reason, f"{name}: {detail}", action_match=1.0)
 
     def subsets(self, task: Task) -> list[str]:
@@ -158,18 +158,3 @@ def _canonical(gold: dict[str, str], tools: list[Tool]) -> tuple[list[Call] | No
 
 def _wrong(reason: str, detail: str, action_match: float = 0.0) -> ItemScore:
     return ItemScore(False, reason, detail, counts={"action_match": action_match})
-
-
-def _difference(got: dict[str, Any], want: dict[str, Any]) -> tuple[str, str]:
-    missing = sorted(set(want) - set(got))
-    if missing:
-        return "missing_argument", f"lacks {', '.join(missing)}"
-    extra = sorted(set(got) - set(want))
-    if extra:
-        return "unexpected_argument", f"has {', '.join(extra)}, which the gold does not"
-    for key, value in want.items():
-        if got[key] != value:
-            numbers = all(isinstance(v, (int, float)) for v in (got[key], value))
-            typed = type(got[key]) is not type(value) and not numbers
-            return ("wrong_type" if typed else "wrong_value"), f"{key} = {got[key]!r}, gold {value!r}"
-    return "wrong_value", "inputs differ"

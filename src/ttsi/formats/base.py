@@ -29,6 +29,20 @@ def tools_block(tools: list[Tool]) -> str:
     return "\n".join(json.dumps(t.to_openai()["function"], ensure_ascii=False) for t in tools)
 
 
+def with_system(system: str, task: Task, demos: Sequence[tuple[str, str]] = (),
+                task_system_first: bool = True) -> Messages:
+    """One system turn (`system` merged with the task's own, since many chat templates refuse two), then the
+    demonstrations as user/assistant turns, then the task's turns."""
+    turns = list(task.messages)
+    if turns and turns[0]["role"] == "system":
+        own = turns.pop(0)["content"]
+        system = f"{own}\n\n{system}" if task_system_first else f"{system}\n\n{own}"
+    shots: Messages = []
+    for query, answer in demos:
+        shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
+    return [{"role": "system", "content": system}, *shots, *turns]
+
+
 class AnswerFormat:
     """Interface every answer format implements."""
 
@@ -46,14 +60,7 @@ class AnswerFormat:
         """
         system = ("You are a tool-calling assistant. You can call these functions:\n"
                   f"{tools_block(task.tools)}\n{self.instruction()}")
-        turns = list(task.messages)
-        if turns and turns[0]["role"] == "system":
-            system = f"{turns[0]['content']}\n\n{system}"
-            turns = turns[1:]
-        shots: Messages = []
-        for query, answer in demos:
-            shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
-        return [{"role": "system", "content": system}, *shots, *turns]
+        return with_system(system, task, demos, task_system_first=True)
 
     def instruction(self) -> str:
         """The sentence that tells the model how to write its answer."""
@@ -113,23 +120,28 @@ def first_json(text: str) -> Any:
     raise AnswerParseError("no_json", "no JSON list of calls in the output")
 
 
-def balanced_end(text: str, start: int) -> int | None:
-    """Index of the bracket closing the one at `start`, skipping brackets inside JSON strings."""
-    depth, in_string, escaped = 0, False, False
+def balanced_end(text: str, start: int, quotes: str = '"', pairs: str = "[]{}") -> int | None:
+    """Index of the bracket closing the one at `start`, skipping brackets inside strings.
+
+    `quotes`: the characters that open a string (JSON: `"`; Python literals: both); `pairs`: the bracket pairs
+    that nest, opening then closing ("[]{}", or "()[]{}" for Python calls).
+    """
+    opens, closes = pairs[0::2], pairs[1::2]
+    depth, quote, escaped = 0, "", False
     for i in range(start, len(text)):
         ch = text[i]
-        if in_string:
+        if quote:
             if escaped:
                 escaped = False
             elif ch == "\\":
                 escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+            elif ch == quote:
+                quote = ""
+        elif ch in quotes:
+            quote = ch
+        elif ch in opens:
             depth += 1
-        elif ch in "]}":
+        elif ch in closes:
             depth -= 1
             if depth == 0:
                 return i

@@ -21,7 +21,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, balanced_end, with_system
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
@@ -196,44 +196,13 @@ def _pretoken_head(text: str) -> str:
     return text[: boundary_at_or_after(text, 1)]
 
 
-def _closing_paren(text: str, start: int) -> int | None:
-    """Index of the parenthesis closing the one at `start`, skipping brackets inside quoted strings."""
-    depth, quote, escaped = 0, "", False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-            if depth == 0:
-                return i if ch == ")" else None
-    return None
-
-
 class BFCLFormat(AnswerFormat):
     """`[func(param=value, ...), ...]` under BFCL's prompting-mode system prompt."""
 
     name = "bfcl"
 
     def messages(self, task: Task, demos: Sequence[tuple[str, str]] = ()) -> Messages:
-        system = system_prompt(task.tools)
-        turns = list(task.messages)
-        if turns and turns[0]["role"] == "system":
-            system = f"{system}\n\n{turns[0]['content']}"
-            turns = turns[1:]
-        shots: Messages = []
-        for query, answer in demos:
-            shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
-        return [{"role": "system", "content": system}, *shots, *turns]
+        return with_system(system_prompt(task.tools), task, demos, task_system_first=False)
 
     def instruction(self) -> str:
         return ("Answer with only the function calls, written as a Python list like "
@@ -262,7 +231,9 @@ class BFCLFormat(AnswerFormat):
 
     def first_call(self, text: str) -> str | None:
         start = text.find("(")
-        end = _closing_paren(text, start) if start >= 0 else None
+        end = balanced_end(text, start, quotes="'\"", pairs="()[]{}") if start >= 0 else None
+        if end is not None and text[end] != ")":
+            end = None
         if end is None:
             return None
         return text[: boundary_at_or_after(text, end + 1)]  # through `')]` / `),` and its newlines

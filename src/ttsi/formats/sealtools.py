@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
+from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, balanced_end
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
 
@@ -162,30 +162,7 @@ class SealToolsFormat(AnswerFormat):
 
     def first_call(self, text: str) -> str | None:
         start = text.find("{")
-        end = _closing_brace(text, start) if start >= 0 else None
+        end = balanced_end(text, start, quotes="'\"") if start >= 0 else None
         if end is None:
             return None
         return text[: boundary_at_or_after(text, end + 1)]  # through the closing brace's punctuation run
-
-
-def _closing_brace(text: str, start: int) -> int | None:
-    """Index of the brace closing the one at `start`, skipping brackets inside '...' or "..." strings."""
-    depth, quote, escaped = 0, "", False
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-            if depth == 0:
-                return i
-    return None
