@@ -331,7 +331,8 @@ def test_fixture_items_load_with_canonical_answers_that_score_correct():
     (live,) = BENCH.load(FIXTURES, "live_multiple")
     assert live.answer == [Call("ChaDri.change_drink", {"drink_id": "1234", "new_preferences": {
         "sweetness_level": "none", "temperature": "hot"}})]
-    assert live.messages[0]["role"] == "system" and FMT.messages(live)[0]["content"].endswith(live.messages[0]["content"])
+    assert live.messages[0]["role"] == "system"
+    assert FMT.messages(live)[0]["content"].endswith(live.messages[0]["content"])
     (irrelevant,) = BENCH.load(FIXTURES, "irrelevance")
     (relevant,) = BENCH.load(FIXTURES, "live_relevance")
     assert irrelevant.answer == [] and relevant.answer is None and relevant.meta["gold"] == []

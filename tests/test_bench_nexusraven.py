@@ -236,7 +236,8 @@ SHOWN = Task(id="shown", messages=[{"role": "user", "content": "q"}], tools=[too
 def test_name_prefixes():
     assert FMT.name_prefix("lookup_host", SHOWN.tools) == "lookup_host"
     assert FMT.name_prefix("get_weather", SHOWN.tools) == "get_weather"
-    assert FMT.name_prefix("lookup", SHOWN.tools) == "lookup(query"   # extended by lookup_host: through the "(" pre-token
+    # extended by lookup_host: the candidate goes on through the "(" pre-token
+    assert FMT.name_prefix("lookup", SHOWN.tools) == "lookup(query"
     assert FMT.name_prefix("get", SHOWN.tools) == "get(city"
     assert FMT.name_prefix("ping", SHOWN.tools) == "ping()"
     assert FMT.name_prefix("zone_", SHOWN.tools) == "zone_("         # "_(" is one pre-token

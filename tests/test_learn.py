@@ -122,6 +122,7 @@ def test_saved_adapter_loads_with_peft(qwen_dir, tmp_path):
     adapted = _logits(model)
     fresh = AutoModelForCausalLM.from_pretrained(str(qwen_dir), dtype=torch.float32)
     loaded = PeftModel.from_pretrained(fresh, str(tmp_path / "adapter")).eval()
-    ids = torch.tensor([model.encode(model.chat_prompt([{"role": "user", "content": "What is the weather in Paris?"}]))])
+    prompt = model.chat_prompt([{"role": "user", "content": "What is the weather in Paris?"}])
+    ids = torch.tensor([model.encode(prompt)])
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, adapted, atol=1e-6)

@@ -1,4 +1,4 @@
-"""`ttsi eval`, `ttsi score`, `ttsi report`, `ttsi sft`: benchmarks, outputs made elsewhere, reports, the SFT baseline."""
+"""The evaluation commands: `ttsi eval`, `score`, `report`, `sft` and `benchmarks`."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ class AgentConfig:
             (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
             (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
             (self.samples == 1 or self.sample_temperature > 0, "sampled answers need a temperature above 0"),
-            (self.icl_source in ("self", "teacher"), f"icl_source must be 'self' or 'teacher', got {self.icl_source!r}"),
+            (self.icl_source in ("self", "teacher"),
+             f"icl_source must be 'self' or 'teacher', got {self.icl_source!r}"),
             (t.timeout_s > 0 and t.retries >= 0, "teacher timeout must be positive and retries >= 0"),
         ]
         for ok, message in checks:

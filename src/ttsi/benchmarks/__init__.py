@@ -35,5 +35,6 @@ def parse_spec(spec: str) -> tuple[Benchmark, str]:
     return bench, split
 
 
-__all__ = ["BENCHMARKS", "REASONS", "Benchmark", "ItemScore", "compare_calls", "get_benchmark", "parse_spec", "read_json",
+__all__ = ["BENCHMARKS", "REASONS", "Benchmark", "ItemScore", "compare_calls", "get_benchmark", "parse_spec",
+           "read_json",
            "read_jsonl", "register", "require", "resolve_data_dir"]
