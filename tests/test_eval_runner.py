@@ -181,3 +181,13 @@ def test_sft_baseline_trains_saves_and_loads_back(toy_dir, tmp_path):
 
     with pytest.raises(ModelLoadError, match=r"has no adapter_config\.json"):
         HFModel.from_pretrained(str(toy_dir), adapter=str(tmp_path))
+
+
+def test_an_oracle_run_answers_items_without_gold_with_the_base_model(toy, tmp_path):
+    tasks = TOY.load(None, "unseen")[:3]
+    tasks[1].answer = None  # as ToolAlpaca's gold defects are
+    agent = AgentConfig(method="oracle", gate=GateConfig(tau=1.0), max_new_tokens=16)
+    run_eval(toy, TOY, "unseen", tasks, agent, [0], tmp_path, {"test": "oracle"})
+    records = read_records(tmp_path / "results.jsonl")
+    assert [r["adapted"] for r in records] == [True, False, True]
+    assert records[1]["method"] == "oracle" and "no gold answer" in records[1]["reason"]

@@ -53,11 +53,12 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
                    TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as bar:
             job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=done_before, acc=_acc(correct))
-            agent = None
+            agent = base = None
             for seed, task in todo:
                 if agent is None or agent.config.seed != seed:
                     agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
-                record = make_record(bench, split, task, seed, agent.respond(task))
+                    base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
+                record = make_record(bench, split, task, seed, _respond(agent, base, task))
                 run.append(record)
                 correct[record["correct"]] += 1
                 bar.update(job, advance=1, acc=_acc(correct))
@@ -65,6 +66,15 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
     summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
     (Path(out) / SUMMARY).write_text(to_json(summary))
     return summary
+
+
+def _respond(agent: SelfImprovingAgent, base: SelfImprovingAgent | None, task: Task) -> Response:
+    """The agent's response; an oracle run answers an item without gold (a data defect) with the base model."""
+    if agent.config.method != "oracle" or task.answer or base is None:
+        return agent.respond(task)
+    response = base.respond(task)
+    response.method, response.reason = "oracle", "oracle: the item has no gold answer to train on; base answer"
+    return response
 
 
 def _acc(correct: Counter[bool]) -> str:
