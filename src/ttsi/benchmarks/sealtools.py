@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ttsi.benchmarks.base import Benchmark, ItemScore, read_json, register, require
+from ttsi.benchmarks.base import Benchmark, ItemScore, argument_difference, read_json, register, require
 from ttsi.errors import TaskError
 from ttsi.formats.base import AnswerParseError
 from ttsi.formats.sealtools import PROMPT_HEAD, SealToolsFormat, call_parts, official_parse
@@ -131,14 +131,10 @@ def _exact(predicted: list[Any], gold: list[dict[str, Any]]) -> tuple[str | None
     target = next((g["parameters"] for g in remaining if g["api"] == api), None)
     if target is None:
         return "wrong_function", f"calls {api}, which the gold answer does not (or not that often)"
-    missing = sorted(set(target) - set(params))
-    if missing:
-        return "missing_argument", f"{api} lacks {', '.join(missing)}"
-    extra = sorted(set(params) - set(target))
-    if extra:
-        return "unexpected_argument", f"{api} does not take {', '.join(extra)}"
-    wrong = next(k for k in target if str(params[k]) != str(target[k]))
-    return "wrong_value", f"{api}.{wrong} = {params[wrong]!r}, gold {target[wrong]!r}"
+    # values compare as str(), as the official scorer does ("85" and 85 agree)
+    reason, detail = argument_difference({k: str(v) for k, v in params.items()},
+                                         {k: str(v) for k, v in target.items()}) or ("wrong_value", "")
+    return reason, f"{api}: {detail}"
 
 
 def _task(item: Any, index: int, path: Path) -> Task:
