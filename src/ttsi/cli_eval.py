@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -29,6 +30,10 @@ from ttsi.cli_common import (
 from ttsi.config import AgentConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import ConfigError
 
+if TYPE_CHECKING:
+    from ttsi.benchmarks import Benchmark
+    from ttsi.task import Task
+
 BENCHMARK = typer.Option(..., "--benchmark", help="NAME[:SPLIT], e.g. sealtools:test_out_domain (`ttsi benchmarks` "
                                                   "lists them).")
 DATA_DIR = typer.Option(None, "--data-dir", help="Benchmark data directory (default: $TTSI_DATA_DIR).")
@@ -53,7 +58,8 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _load_split(spec: str, data_dir: str | None, limit: int | None):  # -> (bench, split, tasks, data path)
+def _load_split(spec: str, data_dir: str | None, limit: int | None) -> tuple[Benchmark, str, list[Task], Path | None]:
+    """The benchmark, its split, the split's first `limit` tasks, and the data directory they came from."""
     from ttsi.benchmarks import parse_spec, resolve_data_dir
 
     bench, split = parse_spec(spec)

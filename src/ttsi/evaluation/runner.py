@@ -57,7 +57,8 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
             for seed, task in todo:
                 if agent is None or agent.config.seed != seed:
                     agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
-                    base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
+                    if config.method == "oracle":  # answers the items that have no gold to train on
+                        base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
                 record = make_record(bench, split, task, seed, _respond(agent, base, task))
                 run.append(record)
                 correct[record["correct"]] += 1
@@ -70,7 +71,7 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
 
 def _respond(agent: SelfImprovingAgent, base: SelfImprovingAgent | None, task: Task) -> Response:
     """The agent's response; an oracle run answers an item without gold (a data defect) with the base model."""
-    if agent.config.method != "oracle" or task.answer or base is None:
+    if task.answer or base is None:
         return agent.respond(task)
     response = base.respond(task)
     response.method, response.reason = "oracle", "oracle: the item has no gold answer to train on; base answer"

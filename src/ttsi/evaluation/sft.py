@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,19 @@ from ttsi.formats import get_format
 from ttsi.learn import Learner
 from ttsi.model import HFModel
 from ttsi.prompts import answer_messages
+from ttsi.task import Task
 
 
-def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: Any, learn: LearnConfig, out: Path,
+def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], learn: LearnConfig, out: Path,
               seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train one adapter on every labelled item and save it (PEFT format) with a record of what it used."""
     labelled = [t for t in tasks if t.answer]
     if not labelled:
         raise TaskError(f"{bench.name}:{split} has no labelled items to train on")
-    examples = [(model.chat_prompt(answer_messages(t, get_format(t.format))),
-                 get_format(t.format).render(t.answer, t.tools)) for t in labelled]
+    examples = []
+    for t in labelled:
+        fmt = get_format(t.format)
+        examples.append((model.chat_prompt(answer_messages(t, fmt)), fmt.render(t.answer, t.tools)))
     learner = Learner(model, learn, seed=seed)
     columns = [TextColumn(f"sft {bench.name}:{split}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
@@ -38,7 +42,7 @@ def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: Any, learn: L
     learner.save(out / "adapter")
     record = {"benchmark": bench.name, "split": split, "samples": len(labelled), "skipped_unlabelled":
               len(tasks) - len(labelled), "steps": log.steps, "final_loss": log.losses[-1], "losses": log.losses,
-              "learn": learn.__dict__, "seed": seed, "versions": versions(), "git_commit": git_commit(),
+              "learn": dataclasses.asdict(learn), "seed": seed, "versions": versions(), "git_commit": git_commit(),
               **(settings or {})}
     (out / "sft.json").write_text(json.dumps(record, indent=2))
     return record
