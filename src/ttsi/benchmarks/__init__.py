@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ttsi.benchmarks import apibank, bfcl, nexusraven, sealtools, toolalpaca, toy  # noqa: F401  (register)
+from ttsi.benchmarks import apibank, bfcl, nexusraven, sealshift, sealtools, toolalpaca, toy  # noqa: F401  (register)
 from ttsi.benchmarks.base import (
     BENCHMARKS,
     REASONS,

@@ -1,0 +1,17 @@
+"""Derive the SealShift benchmark (ttsi/data/sealshift) from Seal-Tools: `python scripts/derive_sealshift.py`."""
+
+import argparse
+import json
+from pathlib import Path
+
+from ttsi.benchmarks.base import resolve_data_dir
+from ttsi.shift.derive import OUT_DIR, derive, write
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data-dir", default=None, help="benchmark data directory (default: $TTSI_DATA_DIR)")
+    parser.add_argument("--out", default=str(OUT_DIR))
+    args = parser.parse_args()
+    data_dir = resolve_data_dir(args.data_dir)
+    provenance = write(derive(data_dir), data_dir, Path(args.out))
+    print(json.dumps(provenance["counts"], indent=2))
