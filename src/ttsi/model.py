@@ -114,11 +114,77 @@ class HFModel:
 
         The continuation is encoded on its own and appended to the prompt's ids, which is exactly how the
         model would produce it when generating after the prompt.
+
+        The prompt is run once (with its KV cache kept and LM-head logits for its last position only); the
+        continuations are then scored in chunks of `batch_size` on top of that cache, right-padded, each chunk
+        one forward over all but each continuation's last token (whose output no token is scored against).
+        Equal to `score_naive` up to floating-point rounding. A model whose cache is not made of plain dynamic
+        layers (sliding-window, quantized, ...) falls back to `score_naive`.
         """
         prompt_ids = self.encode(prompt)
+        conts = [self.encode(c) for c in continuations]
+        if any(not c for c in conts):
+            raise ValueError("cannot score an empty continuation")
+        if not conts:
+            return []
+        if not prompt_ids:
+            raise ValueError("cannot score after an empty prompt (nothing predicts the first token)")
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
+        out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True, **kwargs)
+        layers = _plain_layers(out.past_key_values)
+        if layers is None:  # a cache this method does not know how to share: recompute the prompt per row
+            return self._score_naive_ids(prompt_ids, conts, batch_size)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
+        del out
         results: list[Scored] = []
-        for i in range(0, len(continuations), batch_size):
-            results += self._score_batch(prompt_ids, [self.encode(c) for c in continuations[i: i + batch_size]])
+        for i in range(0, len(conts), batch_size):
+            results += self._score_on_prefix(layers, len(prompt_ids), first, conts[i: i + batch_size])
+        return results
+
+    def _score_on_prefix(self, layers: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int,
+                         first: torch.Tensor, conts: list[list[int]]) -> list[Scored]:
+        """Score `conts` after a prompt whose per-layer (keys, values) of batch size 1 are `layers`."""
+        from transformers import DynamicCache
+
+        n, width = len(conts), max(len(c) for c in conts) - 1  # the last token of each is only a target
+        token_lps = [[float(first[c[0]])] for c in conts]
+        if width > 0:
+            ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+            mask = torch.ones((n, prompt_len + width), dtype=torch.long)
+            for row, c in enumerate(conts):
+                ids[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+                mask[row, prompt_len + len(c) - 1:] = 0  # right padding: causal attention keeps it out of real rows
+            # A fresh cache per chunk built from broadcast views of the prompt's tensors: the forward's update
+            # concatenates into new tensors, so the prompt's own cache is never written to.
+            cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
+            positions = torch.arange(prompt_len, prompt_len + width, device=self.device).expand(n, -1)
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                             position_ids=positions, past_key_values=cache, use_cache=True)
+            logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+            del out, cache
+            for row, c in enumerate(conts):
+                m = len(c)
+                if m > 1:
+                    target = torch.tensor(c[1:], device=logprobs.device)
+                    token_lps[row] += logprobs[row, : m - 1].gather(-1, target[:, None])[:, 0].tolist()
+        return [Scored(float(sum(lps)), len(lps), lps) for lps in token_lps]
+
+    @torch.no_grad()
+    def score_naive(self, prompt: str, continuations: list[str], batch_size: int = 16) -> list[Scored]:
+        """The reference for `score`: every continuation is scored as its own full prompt + continuation row.
+
+        Chunks of `batch_size` rows are left-padded and run in one forward each, so the prompt is recomputed
+        once per continuation (only the LM-head logits of continuation positions are computed when the model
+        supports `logits_to_keep`).
+        """
+        return self._score_naive_ids(self.encode(prompt), [self.encode(c) for c in continuations], batch_size)
+
+    def _score_naive_ids(self, prompt_ids: list[int], conts: list[list[int]], batch_size: int) -> list[Scored]:
+        if not prompt_ids:
+            raise ValueError("cannot score after an empty prompt (nothing predicts the first token)")
+        results: list[Scored] = []
+        for i in range(0, len(conts), batch_size):
+            results += self._score_batch(prompt_ids, conts[i: i + batch_size])
         return results
 
     def _score_batch(self, prompt_ids: list[int], conts: list[list[int]]) -> list[Scored]:
@@ -178,6 +244,19 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, adapter).merge_and_unload()
+
+
+def _plain_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per-layer (keys, values) of a cache made only of plain dynamic layers; None for any other cache."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in layers]
+    if not all(isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[0] == 1 for pair in kv for t in pair):
+        return None  # e.g. layers that share another layer's cache and hold nothing themselves
+    return kv
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:
