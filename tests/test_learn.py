@@ -64,7 +64,7 @@ def test_loss_covers_answer_tokens_only(qwen):
 def test_loss_falls_on_the_synthetic_pairs(toy):
     # answers the toy model has not learnt: the weather requests are relabelled to another tool
     examples = [(p, a.replace("get_weather", "set_alarm")) for p, a in _examples(toy, 3)]
-    log = Learner(toy, LearnConfig(lr=1e-3, epochs=5, batch_size=2), seed=0).adapt(examples)
+    log = Learner(toy, LearnConfig(lr=1e-2, epochs=5, batch_size=2), seed=0).adapt(examples)
     assert log.steps == 10  # ceil(3 / 2) * 5
     assert sum(log.losses[-3:]) / 3 < 0.8 * sum(log.losses[:3]) / 3
 
@@ -126,3 +126,56 @@ def test_saved_adapter_loads_with_peft(qwen_dir, tmp_path):
     ids = torch.tensor([model.encode(prompt)])
     with torch.no_grad():
         assert torch.allclose(loaded(input_ids=ids).logits, adapted, atol=1e-6)
+
+
+def _live_objects() -> tuple[int, int, int]:
+    """(objects the garbage collector tracks, of which tensors, all allocated Python memory blocks) after a collection.
+
+    The block count also sees objects the collector does not track (floats, strings, ...).
+    """
+    import gc
+    import sys
+
+    gc.collect()
+    objects = gc.get_objects()
+    try:  # type(), not isinstance(): isinstance on some lazy module proxies warns
+        return len(objects), sum(issubclass(type(o), torch.Tensor) for o in objects), sys.getallocatedblocks()
+    finally:
+        del objects
+
+
+def test_a_thousand_adapt_reset_cycles_leave_the_base_model_bit_identical_and_leak_nothing(qwen):
+    """The adapter lifecycle is O(adapter): no cycle leaves objects, tensors or module changes behind."""
+    base_logits = _logits(qwen)  # before any LoRA was inserted
+    # The cheapest cycle (a few tokens, one optimizer step at the full lr, LoRA on two projections) keeps 1,000
+    # cycles at a few seconds; the lifecycle (adapt, then copy the initial tensors back in place) is the same.
+    config = LearnConfig(epochs=1, warmup_ratio=0.0, lr=1e-2, target_modules=["q_proj", "v_proj"])
+    learner = Learner.attach(qwen, config, seed=0)
+    example = [("Hi", "ok")]
+
+    def reachable() -> tuple:
+        model = qwen.model
+        return (len(list(model.modules())), [id(p) for p in model.parameters()], [id(b) for b in model.buffers()],
+                len(model.state_dict()), [id(p) for p in learner._params], len(learner._initial),
+                sum(p.grad is not None for p in model.parameters()))
+
+    counts: dict[int, tuple[int, int, int]] = {}
+    before: tuple = ()
+    for cycle in range(1, 1001):
+        log = learner.adapt(example, seed=cycle)
+        assert log.steps == 1
+        if cycle == 1:  # the adapter really moves the model, so the final equality is not vacuous
+            assert log.lrs == [1e-2] and not torch.equal(_logits(qwen), base_logits)
+        learner.reset()
+        if cycle == 1:
+            before = reachable()
+        if cycle in (100, 500, 1000):
+            counts[cycle] = _live_objects()
+    assert torch.equal(_logits(qwen), base_logits)
+    assert reachable() == before and before[-1] == 0  # same modules and tensors, no gradients kept
+    (objects_100, tensors_100, _), (_, _, blocks_500), (objects_1000, tensors_1000, blocks_1000) = counts.values()
+    assert tensors_1000 == tensors_100
+    assert objects_1000 - objects_100 < 50, counts  # one leaked object per cycle would be 900
+    # Untracked objects too (measured: the block count settles, growing by 30-70 over cycles 500-1000 as
+    # interpreter and torch caches fill; a leak of one block per cycle would add 500).
+    assert blocks_1000 - blocks_500 < 250, counts
