@@ -168,11 +168,14 @@ def test_sampled_answers_come_from_the_adapted_model_and_are_seeded(toy):
     before = _logits(toy)
     calls = []
     generate = toy.generate
-    toy.generate = lambda prompts, **kw: calls.append((agent.learner._params[0].abs().sum().item(), kw)) or \
-        generate(prompts, **kw)
+
+    def weight() -> float:  # slot 0's A of the first adapted layer
+        return next(iter(agent.learner.engine.layers.values())).lora_A[0].abs().sum().item()
+
+    toy.generate = lambda prompts, **kw: calls.append((weight(), kw)) or generate(prompts, **kw)
     first = agent.respond(weather_task())
     assert len(first.samples) == 3 and first.adapted
-    initial = agent.learner._initial[0].abs().sum().item()
+    initial = next(iter(agent.learner.engine.layers.values())).initial_A.abs().sum().item()
     assert [w != initial for w, _ in calls] == [True, True]  # greedy and sampled answers: adapted weights
     assert calls[1][1]["num_return_sequences"] == 3 and calls[1][1]["temperature"] == 1.0
     assert agent.respond(weather_task()).samples == first.samples  # same input, same seed

@@ -114,9 +114,12 @@ def test_resume_refuses_other_settings_and_eval_refuses_bad_options(toy_dir, tmp
     base = ["eval", "--model", str(toy_dir), "--benchmark", "toy:unseen", "--limit", "2", "--out", str(tmp_path / "r"),
             "--method", "base", "--max-new-tokens", "8"]
     assert runner.invoke(app, base).exit_code == 0
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["batch"] == 1
     cases = {
         "already holds results": base,
         "settings differ from the original run in limit": [*base[:6], "3", *base[7:], "--resume"],
+        "settings differ from the original run in batch": [*base, "--batch", "2", "--resume"],
+        "--batch must be at least 1": ["eval", "--model", "m", "--benchmark", "toy", "--batch", "0"],
         "unknown benchmark 'nope'": ["eval", "--model", "m", "--benchmark", "nope"],
         "has no split 'dev'": ["eval", "--model", "m", "--benchmark", "toy:dev"],
         "--seeds must be comma-separated integers": ["eval", "--model", "m", "--benchmark", "toy", "--seeds", "a"],
@@ -184,7 +187,7 @@ def test_sft_baseline_trains_saves_and_loads_back(toy_dir, tmp_path):
 
 
 def test_an_oracle_run_answers_items_without_gold_with_the_base_model(toy, tmp_path):
-    tasks = TOY.load(None, "unseen")[:3]
+    tasks = [TOY.load(None, "unseen")[i] for i in (0, 1, 3)]  # (item 2: the toy model's margin is exactly 1.0)
     tasks[1].answer = None  # as ToolAlpaca's gold defects are
     agent = AgentConfig(method="oracle", gate=GateConfig(tau=1.0), max_new_tokens=16)
     run_eval(toy, TOY, "unseen", tasks, agent, [0], tmp_path, {"test": "oracle"})

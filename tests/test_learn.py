@@ -107,7 +107,107 @@ def test_attach_shares_one_wrap_per_model_and_rewraps_on_new_settings(qwen):
     assert second is not first and not first.wrapped
     second.wrap()
     assert sum("lora_A" in n for n, _ in qwen.model.named_parameters()) == n_lora  # not nested
-    assert all(p.shape[0] == 4 for n, p in qwen.model.named_parameters() if "lora_A" in n)
+    assert all(p.shape[1] == 4 for n, p in qwen.model.named_parameters() if "lora_A" in n)  # (slots, rank, in)
+
+
+def test_attach_grows_the_slots_and_keeps_the_seeded_initial_adapter(qwen):
+    learner = Learner.attach(qwen, LearnConfig(), seed=2)
+    learner.wrap()
+    initial = learner.engine.adapter_state(0)
+    assert Learner.attach(qwen, LearnConfig(), seed=2, slots=3) is learner and learner.engine.slots == 3
+    assert Learner.attach(qwen, LearnConfig(), seed=2, slots=2).engine.slots == 3  # never shrinks
+    for slot in range(3):
+        state = learner.engine.adapter_state(slot)
+        assert all(torch.equal(state[k], initial[k]) for k in initial)
+    assert sum(isinstance(m, type(next(iter(learner.engine.layers.values())))) for m in qwen.model.modules()) == \
+        len(learner.engine.layers)  # re-installed, not nested
+
+
+def test_adapt_many_trains_each_slot_as_adapt_alone(qwen_dir):
+    config = LearnConfig(lr=1e-3, epochs=3, batch_size=2, warmup_ratio=0.1)
+    many = Learner(HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu"), config, seed=1)
+    one = Learner(HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu"), config, seed=1)
+    batches = [_examples(many.model, 1), _examples(many.model, 3), _examples(many.model, 2)]
+    logs = many.adapt_many(batches, [4, 5, 6])
+    assert many.slots == 3 and [log.steps for log in logs] == [3, 6, 3]
+    for slot, (examples, seed) in enumerate(zip(batches, [4, 5, 6], strict=True)):
+        alone = one.adapt(examples, seed)
+        assert alone.lrs == logs[slot].lrs and alone.losses == pytest.approx(logs[slot].losses, abs=1e-5)
+        with many.engine.use([slot]):
+            assert (_logits(many.model) - _logits(one.model)).abs().max().item() < 1e-5
+        one.reset()
+
+
+def _peft_reference(model: HFModel, config: LearnConfig, seed: int, examples: list[tuple[str, str]],
+                    order_seed: int) -> tuple[dict[str, torch.Tensor], list[float], list[float]]:
+    """The Learner as it was on PEFT (get_peft_model, torch's AdamW and clip, HF's loss): initial A, losses, lrs."""
+    import math
+    import random
+
+    from peft import LoraConfig, get_peft_model
+
+    from ttsi.learn import collate
+
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=0.0, target_modules=config.target_modules,
+                      task_type="CAUSAL_LM")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        peft_model = get_peft_model(model.model, lora)
+    initial = {n.removeprefix("base_model.model.").removesuffix(".lora_A.default.weight"): p.detach().clone()
+               for n, p in peft_model.named_parameters() if "lora_A" in n}
+    params = [p for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n]
+    encoded = [Learner(model, config)._encode(p, a) for p, a in examples]
+    total = config.epochs * math.ceil(len(encoded) / config.batch_size)
+    warmup = math.ceil(config.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    rng, losses, lrs = random.Random(order_seed), [], []
+    model.model.train()
+    for _ in range(config.epochs):
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            lr = config.lr * lr_factor(len(losses), total, warmup)
+            optimizer.param_groups[0]["lr"] = lr
+            batch = collate([encoded[i] for i in order[start: start + config.batch_size]], model.pad_id)
+            loss = model.model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            lrs.append(lr)
+    model.model.eval()
+    return initial, losses, lrs
+
+
+def test_the_learner_trains_as_its_peft_version_did_from_the_same_initial_adapter(qwen_dir):
+    """Only the initial A draw differs (MultiLoRA's seeded generator, not PEFT's global RNG): given PEFT's A,
+    the stacked learner follows the PEFT learner's losses and lands on the same model."""
+    config = LearnConfig(lr=1e-3, epochs=3, batch_size=2, warmup_ratio=0.1, max_grad_norm=0.05)  # clips
+    reference = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    examples = _examples(model, 3)
+    initial, losses, lrs = _peft_reference(reference, config, 0, examples, order_seed=3)
+    learner = Learner(model, config, seed=0)
+    learner.wrap()
+    learner.engine.load_initial(initial)
+    log = learner.adapt(examples, seed=3)
+    assert log.lrs == lrs and log.losses == pytest.approx(losses, abs=1e-5)
+    assert (_logits(model) - _logits(reference)).abs().max().item() < 1e-5
+    plain = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    assert (_logits(plain) - _logits(reference)).abs().max().item() > 1e-3  # training did move the model
+
+
+def test_adapting_never_imports_peft(qwen, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # from here on, any import of peft raises ImportError
+    learner = Learner(qwen, LearnConfig(lr=1e-2))
+    learner.adapt(_examples(qwen, 2), seed=1)
+    learner.adapt_many([_examples(qwen, 1), _examples(qwen, 2)], [1, 2])
+    learner.reset()
+    with pytest.raises(ImportError):  # only writing an adapter in PEFT's format needs it
+        learner.save(tmp_path)
 
 
 def test_saved_adapter_loads_with_peft(qwen_dir, tmp_path):
@@ -156,7 +256,7 @@ def test_a_thousand_adapt_reset_cycles_leave_the_base_model_bit_identical_and_le
     def reachable() -> tuple:
         model = qwen.model
         return (len(list(model.modules())), [id(p) for p in model.parameters()], [id(b) for b in model.buffers()],
-                len(model.state_dict()), [id(p) for p in learner._params], len(learner._initial),
+                len(model.state_dict()), [id(p) for p in learner.parameters()],
                 sum(p.grad is not None for p in model.parameters()))
 
     counts: dict[int, tuple[int, int, int]] = {}

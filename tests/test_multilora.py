@@ -18,7 +18,6 @@ from torch import nn
 import ttsi.multilora as multilora
 from ttsi.config import LearnConfig
 from ttsi.errors import ConfigError
-from ttsi.learn import Learner
 from ttsi.model import HFModel
 from ttsi.multilora import NO_ADAPTER, MultiLoRA, SlotAdamW, StackedLoRALinear
 
@@ -78,20 +77,18 @@ def test_slots_trained_together_equal_each_trained_alone(qwen_dir):
 
 
 def test_one_slot_trains_as_the_peft_learner(qwen_dir):
+    from .test_learn import _peft_reference
+
     peft_model, stacked_model = _load(qwen_dir), _load(qwen_dir)
-    learner = Learner(peft_model, CONFIG, seed=0)
-    learner.wrap()
-    initial_A = {name.removeprefix("base_model.model.").removesuffix(".lora_A.default.weight"): p.detach().clone()
-                 for name, p in learner.peft_model.named_parameters() if "lora_A" in name}
     lora = MultiLoRA.install(stacked_model, CONFIG, slots=1)
-    lora.load_initial(initial_A)
     ids = _ids(stacked_model)
     base = _logits(lora, ids, None)
     examples = _pairs(peft_model, CITIES[:3])
-    peft_log = learner.adapt(examples, seed=3)
+    initial_A, peft_losses, peft_lrs = _peft_reference(peft_model, CONFIG, 0, examples, order_seed=3)
+    lora.load_initial(initial_A)
     stacked_log = lora.train([examples], [3])[0]
-    assert stacked_log.lrs == peft_log.lrs
-    assert stacked_log.losses == pytest.approx(peft_log.losses, abs=1e-5)
+    assert stacked_log.lrs == peft_lrs
+    assert stacked_log.losses == pytest.approx(peft_losses, abs=1e-5)
     with torch.no_grad():
         expected = peft_model.model(input_ids=ids).logits
     got = _logits(lora, ids, [0])

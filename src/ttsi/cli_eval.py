@@ -95,11 +95,15 @@ def eval_command(
     epochs: int = EPOCHS,
     lr: float = LR,
     max_new_tokens: int = MAX_NEW_TOKENS,
+    batch: int = typer.Option(1, "--batch", help="Uncertain inputs adapted together in one batched training "
+                                                 "(multi-adapter LoRA); 1 = one at a time."),
     dtype: str = DTYPE,
     device: str | None = DEVICE,
 ) -> None:
     """Evaluate a method on a benchmark split over seeds: results.jsonl per item, summary.json, resumable."""
     taus, seed_list = sorted(_floats(tau, "--tau")), _ints(seeds, "--seeds")
+    if batch < 1:
+        raise ConfigError(f"--batch must be at least 1, got {batch}")
     config = AgentConfig(
         method=method, gate=gate_config(taus[-1] if taus else 0.95, measure, candidates, normalize),
         synthesis=SynthesisConfig(k=k), learn=LearnConfig(epochs=epochs, lr=lr),
@@ -112,7 +116,7 @@ def eval_command(
     bench, split, tasks, path = _load_split(benchmark, data_dir, limit)
     out = out or Path("runs") / f"{bench.name}-{split}-{method}"
     settings = {"model": model, "adapter": adapter, "benchmark": bench.name, "split": split, "limit": limit,
-                "n": len(tasks), "seeds": seed_list, "taus": taus, "agent": config.to_dict(),
+                "n": len(tasks), "seeds": seed_list, "taus": taus, "agent": config.to_dict(), "batch": batch,
                 "data_dir": str(path) if path else None}
     quiet_libraries()
     from ttsi.evaluation.runner import run_eval
@@ -126,7 +130,7 @@ def eval_command(
         teacher.check()
     hf = HFModel.from_pretrained(model, dtype=dtype, device=device, adapter=adapter)
     summary = run_eval(hf, bench, split, tasks, config, seed_list, out, settings, taus=taus, resume=resume,
-                       teacher=teacher)
+                       teacher=teacher, batch_size=batch)
     acc = summary["accuracy"]
     typer.echo(f"{bench.name}:{split} {method}: accuracy {acc['mean']:.2%} ± {acc['std']:.2%} over "
                f"{len(seed_list)} seed(s), n={summary['n']}; records: {out / 'results.jsonl'}")

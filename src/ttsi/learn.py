@@ -1,24 +1,31 @@
-"""Self-learning: a LoRA on the frozen base, a few gradient steps on the synthetic pairs, then an exact reset.
+"""Self-learning: LoRA adapters on the frozen base, a few gradient steps on the synthetic pairs, then an exact reset.
 
-The model is wrapped once. `reset()` copies the initial adapter tensors back in place, so the LoRA update
-B @ A is exactly zero again and every logit is bit-identical to the base model's; nothing is re-wrapped or
-deep-copied per input, and each `adapt()` starts from a fresh optimizer.
+The adapters live in a `ttsi.multilora.MultiLoRA` engine installed into the model once: every target Linear
+carries `slots` independent adapters, all starting from the same initial A (B = 0), drawn from a generator seeded
+with the learner's seed. Slot 0 is the model's active adapter, as a PEFT adapter would be: `adapt()` trains it;
+`adapt_many()` trains one slot per example list in one forward/backward per step, and
+`engine.generate(prompts, slots)` answers each prompt with its own slot. `reset()` copies the initial tensors back
+into every slot in place, so each update B @ A is exactly zero again and every logit is bit-identical to the base
+model's; nothing is re-wrapped or deep-copied per input, and each training starts from a fresh optimizer. peft is
+imported only to write an adapter in its format (`save`).
 """
 
 from __future__ import annotations
 
 import math
-import random
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ttsi.config import LearnConfig
 from ttsi.model import HFModel
+
+if TYPE_CHECKING:
+    from ttsi.multilora import MultiLoRA
 
 IGNORE = -100  # label of prompt tokens: the loss covers answer tokens only
 _ATTACHED: weakref.WeakKeyDictionary[HFModel, Learner] = weakref.WeakKeyDictionary()
@@ -64,103 +71,97 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 class Learner:
-    """Owns the model's LoRA: `adapt(examples)` trains it, `reset()` restores its initial state in place."""
+    """Owns the model's LoRA slots: `adapt(examples)` trains slot 0, `reset()` restores every slot in place."""
 
-    def __init__(self, model: HFModel, config: LearnConfig, seed: int = 0):
+    def __init__(self, model: HFModel, config: LearnConfig, seed: int = 0, slots: int = 1):
+        if slots < 1:
+            raise ValueError(f"need at least one adapter slot, got {slots}")
         self.model = model
         self.config = config
         self.seed = seed
-        self.peft_model: Any = None
-        self._params: list[torch.nn.Parameter] = []
-        self._initial: list[torch.Tensor] = []
+        self.slots = slots
+        self.engine: MultiLoRA | None = None
 
     @classmethod
-    def attach(cls, model: HFModel, config: LearnConfig, seed: int = 0) -> Learner:
-        """The model's learner: shared by every agent on the model, so LoRA layers are never inserted twice."""
+    def attach(cls, model: HFModel, config: LearnConfig, seed: int = 0, slots: int = 1) -> Learner:
+        """The model's learner: shared by every agent on the model, so LoRA layers are never inserted twice.
+
+        The same settings and seed give the same learner, grown to at least `slots` slots; other settings replace it.
+        """
         current = _ATTACHED.get(model)
         if current is not None and current.config == config and current.seed == seed:
+            current.reserve(slots)
             return current
         if current is not None:
             current.unwrap()
-        _ATTACHED[model] = learner = cls(model, config, seed)
+        _ATTACHED[model] = learner = cls(model, config, seed, slots)
         return learner
 
     @property
     def wrapped(self) -> bool:
-        return self.peft_model is not None
+        return self.engine is not None
 
     def wrap(self) -> None:
-        """Insert the LoRA layers once (lazily: a base-only run never imports peft)."""
-        if self.wrapped:
+        """Install the adapter slots once (lazily: a base-only run never touches the model); slot 0 is active."""
+        if self.engine is not None:
             return
-        from peft import LoraConfig, get_peft_model
+        from ttsi.multilora import MultiLoRA  # it builds on this module's helpers
 
-        c = self.config
-        lora = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=c.target_modules,
-                          task_type="CAUSAL_LM")
-        devices = [self.model.device] if self.model.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.seed)  # the initial A matrices; B starts at zero
-            self.peft_model = get_peft_model(self.model.model, lora)
-        # get_peft_model injects the LoRA layers into the model object itself, so self.model keeps working.
-        self._params = [p for n, p in self.peft_model.named_parameters() if p.requires_grad and "lora_" in n]
-        self._initial = [p.detach().clone() for p in self._params]
+        self.engine = MultiLoRA.install(self.model, self.config, self.slots, self.seed)
+        self.engine.set_slots([0])  # as a PEFT adapter: the model runs with slot 0 (B = 0 until trained)
         self.model.model.eval()
+
+    def reserve(self, slots: int) -> None:
+        """Have at least `slots` slots: an installed engine with fewer is uninstalled and installed again.
+
+        The initial adapter is drawn from the seed, so it is the same for every slot count; trained slots are lost
+        (call it between inputs, after `reset`).
+        """
+        if slots <= self.slots:
+            return
+        self.slots = slots
+        if self.engine is not None:
+            self.unwrap()
+            self.wrap()
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The trainable adapter tensors (each stacked over the slots); empty before `wrap`."""
+        return [] if self.engine is None else self.engine._params()
 
     def adapt(self, examples: list[tuple[str, str]], seed: int = 0,
               progress: Callable[[int, float], None] | None = None) -> TrainLog:
-        """Train the adapter on (prompt text, answer text) pairs with the configured schedule."""
+        """Train slot 0 on (prompt text, answer text) pairs with the configured schedule; the model then uses it."""
+        each = None if progress is None else (lambda step, losses: progress(step, losses[0]))
+        return self.adapt_many([examples], [seed], each)[0]
+
+    def adapt_many(self, batches: list[list[tuple[str, str]]], seeds: list[int],
+                   progress: Callable[[int, dict[int, float]], None] | None = None) -> list[TrainLog]:
+        """Train slot i on batches[i] with seed seeds[i], all in one forward/backward per step; a log per slot.
+
+        Each slot's training is `adapt(batches[i], seeds[i])` on its own (see `MultiLoRA.train`); answer with
+        `engine.generate(prompts, slots)`. Slots continue from their current state: `reset()` first for fresh ones.
+        """
+        self.reserve(len(batches))
         self.wrap()
-        c = self.config
-        encoded = [self._encode(prompt, answer) for prompt, answer in examples]
-        per_epoch = math.ceil(len(encoded) / c.batch_size)
-        total = c.epochs * per_epoch
-        warmup = math.ceil(c.warmup_ratio * total)
-        optimizer = torch.optim.AdamW(self._params, lr=c.lr, weight_decay=c.weight_decay)
-        order_rng = random.Random(seed)
-        losses, lrs = [], []
-        self.model.model.train()
-        try:
-            for _ in range(c.epochs):
-                order = list(range(len(encoded)))
-                order_rng.shuffle(order)
-                for start in range(0, len(order), c.batch_size):
-                    lr = c.lr * lr_factor(len(losses), total, warmup)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    batch = collate([encoded[i] for i in order[start: start + c.batch_size]],
-                                    self.model.pad_id, self.model.device)
-                    loss = self.model.model(**batch).loss
-                    loss.backward()
-                    if c.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(self._params, c.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.append(float(loss.detach()))
-                    lrs.append(lr)
-                    if progress is not None:
-                        progress(len(losses) - 1, losses[-1])
-        finally:
-            self.model.model.eval()
-        return TrainLog(steps=len(losses), losses=losses, lrs=lrs)
+        assert self.engine is not None
+        return self.engine.train(batches, seeds, progress)
 
     def unwrap(self) -> None:
         """Take the LoRA layers out again, leaving the original modules (used when the LoRA settings change)."""
-        if self.wrapped:
-            self.peft_model.unload()
-            self.peft_model, self._params, self._initial = None, [], []
+        if self.engine is not None:
+            self.engine.uninstall()
+            self.engine = None
 
-    @torch.no_grad()
     def reset(self) -> None:
-        """Restore the initial adapter in place: the model is the base model again, bit for bit."""
-        for param, initial in zip(self._params, self._initial, strict=True):
-            param.copy_(initial)
-            param.grad = None
+        """Restore every slot's initial adapter in place: the model is the base model again, bit for bit."""
+        if self.engine is not None:
+            self.engine.reset()
 
     def save(self, directory: str | Path) -> None:
-        """Write the current adapter in PEFT's format (adapter_config.json + adapter_model.safetensors)."""
+        """Write slot 0's adapter in PEFT's format (adapter_config.json + adapter_model.safetensors)."""
         self.wrap()
-        self.peft_model.save_pretrained(str(directory))
+        assert self.engine is not None
+        self.engine.save(0, directory)
 
     def _encode(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
         return encode_pair(self.model.encode, prompt, answer, self.model.eos_ids[:1])  # learn to stop, too

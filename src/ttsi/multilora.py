@@ -75,19 +75,20 @@ class SlotIndex:
 class StackedLoRALinear(nn.Module):
     """A frozen `nn.Linear` plus S LoRA adapters: row i of the input gets base(x) + B[s_i] A[s_i] x * alpha / r.
 
-    A is (S, r, in) and B is (S, out, r), both float32 whatever the base dtype (as PEFT keeps its adapters).
+    A (`lora_A`) is (S, r, in) and B (`lora_B`) is (S, out, r), both float32 whatever the base dtype (as PEFT keeps
+    its adapters); the frozen layer is `base_layer`, PEFT's names, so code that looks for LoRA parameters finds them.
     Every slot starts from the same A, so an input's result never depends on which slot it was given.
     """
 
     def __init__(self, base: nn.Linear, slots: int, rank: int, alpha: float, index: SlotIndex,
                  initial_A: torch.Tensor):
         super().__init__()
-        self.base = base
+        self.base_layer = base
         self.index = index
         self.scale = alpha / rank
         device = base.weight.device
-        self.A = nn.Parameter(torch.empty(slots, rank, base.in_features, device=device))
-        self.B = nn.Parameter(torch.zeros(slots, base.out_features, rank, device=device))
+        self.lora_A = nn.Parameter(torch.empty(slots, rank, base.in_features, device=device))
+        self.lora_B = nn.Parameter(torch.zeros(slots, base.out_features, rank, device=device))
         self.register_buffer("initial_A", initial_A.to(device=device, dtype=torch.float32).clone(), persistent=False)
         self.reset()
 
@@ -95,17 +96,20 @@ class StackedLoRALinear(nn.Module):
     def reset(self, slot: int | None = None) -> None:
         """Copy the initial A and a zero B into one slot (or all) in place."""
         which = slice(None) if slot is None else slot
-        self.A[which] = self.initial_A
-        self.B[which] = 0.0
+        self.lora_A[which] = self.initial_A
+        self.lora_B[which] = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        result = self.base(x)
+        result = self.base_layer(x)
         uniform = self.index.uniform
         if uniform == NO_ADAPTER:
             return result
-        h = x.to(self.A.dtype)
+        h = x.to(self.lora_A.dtype)
         # one slot for the whole batch: the two matmuls PEFT does; else each row through its own slot
-        lora = self._per_row(h) if uniform is None else F.linear(F.linear(h, self.A[uniform]), self.B[uniform])
+        if uniform is None:
+            lora = self._per_row(h)
+        else:
+            lora = F.linear(F.linear(h, self.lora_A[uniform]), self.lora_B[uniform])
         return (result + lora * self.scale).to(result.dtype)
 
     def _per_row(self, h: torch.Tensor) -> torch.Tensor:
@@ -115,7 +119,7 @@ class StackedLoRALinear(nn.Module):
         if h.shape[0] != rows.shape[0]:
             raise ValueError(f"the slot index assigns {rows.shape[0]} rows but the batch has {h.shape[0]}")
         flat = h.reshape(h.shape[0], -1, h.shape[-1])  # (batch, seq, in)
-        out = torch.bmm(torch.bmm(flat, self.A[rows].transpose(1, 2)), self.B[rows].transpose(1, 2))
+        out = torch.bmm(torch.bmm(flat, self.lora_A[rows].transpose(1, 2)), self.lora_B[rows].transpose(1, 2))
         if off is not None:  # those rows borrowed slot 0's adapter; a fill (not a product) stays 0 even on inf
             out = out.masked_fill(off[:, None, None], 0.0)
         return out.reshape(*h.shape[:-1], out.shape[-1])
@@ -139,6 +143,11 @@ class SlotAdamW:
     @torch.no_grad()
     def clear(self, slots: Iterable[int]) -> None:
         """Forget the moments and step counts of these slots (a fresh optimizer for them)."""
+        slots = list(slots)
+        if len(slots) == len(self.steps):  # every slot: one fused zeroing instead of one small write per slot
+            self.steps = [0] * len(self.steps)
+            torch._foreach_zero_([*self.exp_avg, *self.exp_avg_sq])
+            return
         for slot in slots:
             self.steps[slot] = 0
             for state in (*self.exp_avg, *self.exp_avg_sq):
@@ -220,7 +229,7 @@ class MultiLoRA:
         self._check_installed()
         net = self.model.model
         for name, layer in self.layers.items():
-            net.set_submodule(name, layer.base)
+            net.set_submodule(name, layer.base_layer)
         for name, param in net.named_parameters():
             param.requires_grad_(self._requires_grad.get(name, param.requires_grad))
         self.layers = {}
@@ -268,7 +277,7 @@ class MultiLoRA:
         which = range(self.slots) if slot is None else [self._check_slot(slot)]
         for layer in self.layers.values():
             layer.reset(slot)
-            layer.A.grad = layer.B.grad = None
+            layer.lora_A.grad = layer.lora_B.grad = None
         self._optimizer.clear(which)
 
     @torch.no_grad()
@@ -288,8 +297,8 @@ class MultiLoRA:
         self._check_slot(slot)
         state = {}
         for name, layer in self.layers.items():
-            state[f"base_model.model.{name}.lora_A.weight"] = layer.A[slot].detach().clone()
-            state[f"base_model.model.{name}.lora_B.weight"] = layer.B[slot].detach().clone()
+            state[f"base_model.model.{name}.lora_A.weight"] = layer.lora_A[slot].detach().clone()
+            state[f"base_model.model.{name}.lora_B.weight"] = layer.lora_B[slot].detach().clone()
         return state
 
     def save(self, slot: int, directory: str | Path) -> None:
@@ -387,7 +396,7 @@ class MultiLoRA:
         return ids, labels
 
     def _params(self) -> list[nn.Parameter]:
-        return [p for layer in self.layers.values() for p in (layer.A, layer.B)]
+        return [p for layer in self.layers.values() for p in (layer.lora_A, layer.lora_B)]
 
     def _check_installed(self) -> None:
         if not self.layers:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +39,16 @@ def check_sweep(config: AgentConfig, taus: list[float]) -> None:
 
 def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], config: AgentConfig, seeds: list[int],
              out: Path, settings: dict[str, Any], taus: list[float] | None = None, resume: bool = False,
-             teacher: Synthesizer | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Evaluate, appending each record as it is made; return (and write) the summary of all records."""
+             teacher: Synthesizer | None = None, console: Console | None = None, batch_size: int = 1) -> dict[str, Any]:
+    """Evaluate, appending each record as it is made; return (and write) the summary of all records.
+
+    `batch_size` > 1: the remaining items of each seed go through `SelfImprovingAgent.respond_batch` that many at
+    a time (their adaptations trained together); records are still appended one per item, in order.
+    """
     taus = sorted(taus or [config.gate.tau])
     check_sweep(config, taus)
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     # The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
     config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
                                  record_base=config.record_base or len(taus) > 1)
@@ -54,28 +62,44 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
         with Progress(*columns, console=console, transient=False) as bar:
             job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=done_before, acc=_acc(correct))
             agent = base = None
-            for seed, task in todo:
+            for seed, batch in _batches(todo, batch_size):
                 if agent is None or agent.config.seed != seed:
                     agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
                     if config.method == "oracle":  # answers the items that have no gold to train on
                         base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
-                record = make_record(bench, split, task, seed, _respond(agent, base, task))
-                run.append(record)
-                correct[record["correct"]] += 1
-                bar.update(job, advance=1, acc=_acc(correct))
+                for task, response in zip(batch, _respond(agent, base, batch), strict=True):
+                    record = make_record(bench, split, task, seed, response)
+                    run.append(record)
+                    correct[record["correct"]] += 1
+                    bar.update(job, advance=1, acc=_acc(correct))
     records = read_records(run.results)
     summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
     (Path(out) / SUMMARY).write_text(to_json(summary))
     return summary
 
 
-def _respond(agent: SelfImprovingAgent, base: SelfImprovingAgent | None, task: Task) -> Response:
-    """The agent's response; an oracle run answers an item without gold (a data defect) with the base model."""
-    if task.answer or base is None:
-        return agent.respond(task)
-    response = base.respond(task)
-    response.method, response.reason = "oracle", "oracle: the item has no gold answer to train on; base answer"
-    return response
+def _batches(todo: list[tuple[int, Task]], size: int) -> Iterator[tuple[int, list[Task]]]:
+    """Consecutive items of one seed, `size` at a time: (seed, tasks)."""
+    for seed, items in itertools.groupby(todo, key=lambda item: item[0]):
+        tasks = [task for _, task in items]
+        for start in range(0, len(tasks), size):
+            yield seed, tasks[start: start + size]
+
+
+def _respond(agent: SelfImprovingAgent, base: SelfImprovingAgent | None, tasks: list[Task]) -> list[Response]:
+    """The agent's responses, in order; an oracle run answers items without gold (a data defect) with the base."""
+    if base is None:
+        return agent.respond_batch(tasks)
+    gold = iter(agent.respond_batch([task for task in tasks if task.answer]))
+    responses = []
+    for task in tasks:
+        if task.answer:
+            responses.append(next(gold))
+            continue
+        response = base.respond(task)
+        response.method, response.reason = "oracle", "oracle: the item has no gold answer to train on; base answer"
+        responses.append(response)
+    return responses
 
 
 def _acc(correct: Counter[bool]) -> str:
@@ -103,6 +127,7 @@ def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response
         "pass_correct": any(samples) if samples else None,
         "gate": trace["uncertainty"], "decision": r.decision, "adapted": r.adapted, "reason": r.reason,
         "synthetic": trace["synthetic"], "rejected": r.rejected, "train": trace["train"], "timings": r.timings,
+        "batch": r.batch,
     }
 
 

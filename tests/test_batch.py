@@ -1,0 +1,168 @@
+"""Batched test-time learning: `respond_batch` gives what `respond` gives each input, one multi-slot training.
+
+Slots trained together differ from one slot trained alone only in float rounding (see tests/test_multilora.py),
+so train losses are compared at 1e-5 and everything discrete (decisions, synthetic pairs, greedy answers) exactly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ttsi.agent import STAGES, SelfImprovingAgent
+from ttsi.benchmarks import get_benchmark
+from ttsi.config import AgentConfig, GateConfig, LearnConfig
+from ttsi.evaluation.records import read_records
+from ttsi.evaluation.runner import run_eval
+from ttsi.learn import Learner
+from ttsi.model import HFModel
+from ttsi.multilora import NO_ADAPTER
+from ttsi.toy import SEEN, UNSEEN, make_tasks
+
+from .conftest import weather_task
+
+TOY = get_benchmark("toy")
+
+
+def _tasks():
+    """Six toy inputs: at tau 0.995 the toy model is unsure of three, of which one yields no valid synthetic pair."""
+    return make_tasks(3, SEEN, seed=21, prefix="seen") + make_tasks(3, UNSEEN, seed=5, prefix="unseen")
+
+
+def _agent(model, method, tau=0.995, **kw):
+    return SelfImprovingAgent(model, AgentConfig(method=method, gate=GateConfig(tau=tau), max_new_tokens=32, **kw))
+
+
+def _logits(model: HFModel, text: str = "ping") -> torch.Tensor:
+    ids = torch.tensor([model.encode(model.chat_prompt([{"role": "user", "content": text}]))])
+    with torch.no_grad():
+        return model.model(input_ids=ids).logits
+
+
+def _assert_same(batched, alone):
+    assert [r.id for r in batched] == [r.id for r in alone]
+    for b, a in zip(batched, alone, strict=True):
+        assert (b.decision, b.reason, b.adapted) == (a.decision, a.reason, a.adapted), a.id
+        assert b.synthetic == a.synthetic and b.rejected == a.rejected, a.id
+        assert b.uncertainty.to_dict() == a.uncertainty.to_dict(), a.id
+        assert (b.raw, b.answer, b.parse_error, b.base_raw) == (a.raw, a.answer, a.parse_error, a.base_raw), a.id
+        if a.train is None:
+            assert b.train is None, a.id
+        else:
+            assert b.train.steps == a.train.steps and b.train.lrs == a.train.lrs, a.id
+            assert b.train.losses == pytest.approx(a.train.losses, abs=1e-5), a.id
+
+
+@pytest.mark.parametrize(("method", "record_base"), [("tt-si", True), ("no-gate", False)])
+def test_respond_batch_equals_respond_on_each_input(toy, method, record_base):
+    tasks = _tasks()
+    before = _logits(toy)
+    alone = [_agent(toy, method, record_base=record_base).respond(t) for t in tasks]
+    batched = _agent(toy, method, record_base=record_base).respond_batch(tasks)
+    _assert_same(batched, alone)
+    adapted = [r for r in batched if r.adapted]
+    assert len(adapted) >= 2, [r.reason for r in batched]  # several slots really trained together
+    # a mixed batch: inputs answered without an adapter (confident, or no valid pair) in the same generation
+    assert not all(r.adapted for r in batched), [r.reason for r in batched]
+    if method == "tt-si":
+        assert any(r.decision == "skip" for r in batched), [r.reason for r in batched]
+    else:
+        assert all(r.decision == "adapt" for r in batched)
+    for r in batched:
+        assert r.batch == len(tasks) and set(r.timings) == set(STAGES)
+    # shared stages are split evenly: every adapted input carries the same share of the one training
+    assert len({r.timings["train_s"] for r in adapted}) == 1 and adapted[0].timings["train_s"] > 0
+    assert all(r.timings["train_s"] == 0.0 for r in batched if not r.adapted)
+    assert len({r.timings["answer_s"] for r in batched}) == 1
+    assert torch.equal(_logits(toy), before)
+
+
+def test_respond_batch_falls_back_to_respond_for_sampled_answers(toy):
+    tasks = _tasks()[3:5]
+    agent = _agent(toy, "no-gate", samples=2, sample_temperature=1.0)
+    batched = agent.respond_batch(tasks)
+    alone = [agent.respond(t) for t in tasks]
+    assert [r.samples for r in batched] == [r.samples for r in alone] and all(len(r.samples) == 2 for r in batched)
+    assert all(r.batch == 1 for r in batched)
+
+
+def test_every_slot_is_the_base_model_again_after_a_batch(toy_dir):
+    reference = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")  # never adapted
+    model = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")
+    base = _logits(reference)
+    agent = _agent(model, "no-gate", learn=LearnConfig(lr=1e-2))
+    responses = agent.respond_batch(_tasks())
+    engine = agent.learner.engine
+    assert engine is not None and engine.slots == sum(r.adapted for r in responses) >= 2
+    for slot in (None, NO_ADAPTER, *range(engine.slots)):
+        with engine.use(None if slot is None else [slot]):
+            assert torch.equal(_logits(model), base), slot
+    assert torch.equal(_logits(model), base)  # the learner's default slot too
+    # not vacuous: slots trained together do move the model, each its own way, until the reset
+    pairs = [[(model.chat_prompt([{"role": "user", "content": f"Weather in {c}?"}]), f"call {c}")] for c in
+             ("Oslo", "Lima", "Rome")]
+    agent.learner.adapt_many(pairs, [1, 2, 3])
+    moved = []
+    for slot in range(3):
+        with engine.use([slot]):
+            moved.append(_logits(model))
+    assert all(not torch.equal(m, base) for m in moved) and not torch.equal(moved[0], moved[1])
+    agent.learner.reset()
+    for slot in range(engine.slots):
+        with engine.use([slot]):
+            assert torch.equal(_logits(model), base), slot
+
+
+def _eval(model, tmp_path, batch_size, name, method="no-gate", **config):
+    tasks = TOY.load(None, "unseen")[:5]  # per seed: a batch of 3, then one of 2
+    agent = AgentConfig(method=method, gate=GateConfig(tau=0.95), max_new_tokens=48, **config)
+    run_eval(model, TOY, "unseen", tasks, agent, [0, 1], tmp_path / name, {"test": name}, batch_size=batch_size)
+    return read_records(tmp_path / name / "results.jsonl")
+
+
+def test_run_eval_in_batches_writes_the_same_records(toy, tmp_path):
+    one = _eval(toy, tmp_path, 1, "one", record_base=True)
+    three = _eval(toy, tmp_path, 3, "three", record_base=True)
+    assert [(r["id"], r["seed"]) for r in three] == [(r["id"], r["seed"]) for r in one]  # same order
+    fields = ("correct", "raw", "prediction", "error", "decision", "adapted", "base_raw", "base_correct", "synthetic")
+    for a, b in zip(one, three, strict=True):
+        assert {k: a[k] for k in fields} == {k: b[k] for k in fields}, a["id"]
+        assert b["train"]["losses"] == pytest.approx(a["train"]["losses"], abs=1e-5)
+    assert [r["batch"] for r in one] == [1] * 10 and [r["batch"] for r in three] == [3, 3, 3, 2, 2] * 2
+    assert any(r["adapted"] for r in three) and not all(r["adapted"] for r in three)
+
+
+def test_an_oracle_run_in_batches_answers_items_without_gold_with_the_base_model(toy, tmp_path):
+    tasks = TOY.load(None, "unseen")[:4]
+    tasks[1].answer = None
+    agent = AgentConfig(method="oracle", gate=GateConfig(tau=1.0), max_new_tokens=16)
+    run_eval(toy, TOY, "unseen", tasks, agent, [0], tmp_path, {"test": "oracle"}, batch_size=4)
+    records = read_records(tmp_path / "results.jsonl")
+    assert [r["id"] for r in records] == [t.id for t in tasks]
+    assert [r["batch"] for r in records] == [3, 1, 3, 3]  # the three with gold went through one batch
+    assert not records[1]["adapted"] and "no gold answer" in records[1]["reason"]
+    assert all(r["adapted"] == (r["decision"] == "adapt") for r in records) and records[0]["adapted"]
+
+
+def test_the_saved_adapter_merges_into_the_same_model(qwen_dir, tmp_path):
+    model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    fmt_pair = (model.chat_prompt([{"role": "user", "content": "What is the weather in Oslo?"}]),
+                '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    learner = Learner(model, LearnConfig(lr=1e-2), seed=4)
+    learner.adapt([fmt_pair], seed=1)
+    learner.save(tmp_path / "adapter")
+    merged = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu", adapter=str(tmp_path / "adapter"))
+    plain = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
+    adapted = _logits(model, "What is the weather in Paris?")
+    assert (_logits(merged, "What is the weather in Paris?") - adapted).abs().max().item() < 1e-5
+    assert (_logits(plain, "What is the weather in Paris?") - adapted).abs().max().item() > 1e-3  # it did train
+    assert not any("lora" in n for n, _ in merged.model.named_parameters())
+
+
+def test_a_task_without_tools_fails_the_whole_batch_before_any_work(qwen):
+    from ttsi.errors import TaskError
+
+    agent = _agent(qwen, "tt-si")
+    with pytest.raises(TaskError, match="has no tools"):
+        agent.respond_batch([weather_task(), weather_task(id="w-2", tools=[])])
+    assert not agent.learner.wrapped
