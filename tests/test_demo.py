@@ -1,36 +1,54 @@
-"""The interim demo: it runs the loop, writes per-item records, and every printed figure comes from them."""
+"""`ttsi demo` on the shipped SealShift model: runs every requested method, and its table comes from the records."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from rich.console import Console
 
-from ttsi.demo import run_demo, summarize
+from ttsi.demo import Plan, run_demo
+from ttsi.evaluation.records import read_records
+from ttsi.model import HFModel
+from ttsi.shift.recipe import MODELS
 
 
-def test_quick_demo_writes_records_and_a_summary_derived_from_them(toy_dir, tmp_path):
-    console = Console(record=True, width=100)
-    records = run_demo(model_dir=toy_dir, quick=True, out_dir=tmp_path, console=console)
-    on_disk = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
-    assert on_disk == records and len(records) == 3 * 12  # 3 methods x (6 seen + 6 unseen)
-    assert {r["method"] for r in records} == {"base", "tt-si", "oracle"}
-    summary = json.loads((tmp_path / "summary.json").read_text())["rows"]
-    assert summary == summarize(on_disk)
-    base_seen = next(r for r in summary if r["method"] == "base" and r["split"] == "seen")
-    expected = sum(r["correct"] for r in on_disk if r["method"] == "base" and r["split"] == "seen") / 6
-    assert base_seen["accuracy"] == expected
+@pytest.mark.parametrize("which", ["base", "teacher"])
+def test_shipped_checkpoints_load_through_the_public_path(which):
+    path = MODELS[which]
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size < 25e6
+    info = json.loads((path / "train_info.json").read_text())
+    model = HFModel.from_pretrained(str(path), dtype="float32")
+    assert type(model.model).__name__ == "Qwen2ForCausalLM"
+    assert sum(p.numel() for p in model.model.parameters()) == info["parameters"]
+    prompt = model.chat_prompt([{"role": "user", "content": "Get the weather in Paris."}])
+    assert model.generate([prompt], max_new_tokens=8)[0]  # it writes something
+
+
+def test_small_demo_writes_runs_a_report_and_a_table_from_the_records(tmp_path):
+    console = Console(record=True, width=160)
+    plan = Plan(n={"ood": 3, "id": 2}, seeds=(0,), methods=("base", "tt-si", "sft"), workers=1, sft_items=6)
+    rows = run_demo(plan, out_dir=tmp_path, console=console)
+    assert len(rows) == 6
+    for method in plan.methods:
+        for split, n in plan.n.items():
+            records = list(read_records(tmp_path / f"{split}-{method}" / "results.jsonl"))
+            assert len(records) == n
+    base_ood = list(read_records(tmp_path / "ood-base" / "results.jsonl"))
+    accuracy = sum(r["correct"] for r in base_ood) / len(base_ood)
     text = console.export_text()
-    assert "Toy demo" in text and f"{expected:.1%}" in text and "results.jsonl" in text
+    assert f"{100 * accuracy:.1f} ± 0.0" in text and "sft" in text and "tt-si" in text
+    assert json.loads((tmp_path / "sft" / "sft.json").read_text())["samples"] == 6
+    assert (tmp_path / "report" / "report.md").read_text().count("| sft |") == 1
+    assert not any(r["adapted"] for r in base_ood)
 
 
-def test_summarize_counts_by_hand():
-    def rec(method, correct, adapted, uncertain, s=0.0):
-        return {"method": method, "split": "x", "correct": correct, "function_correct": True, "adapted": adapted,
-                "uncertainty": {"uncertain": uncertain}, "synthetic": [{}] if adapted else [],
-                "timings": {"synthesize_s": s, "train_s": s, "reset_s": s}}
+def test_demo_refuses_to_clear_a_foreign_directory(tmp_path):
+    from ttsi.errors import ConfigError
 
-    rows = summarize([rec("tt-si", True, True, True, 1.0), rec("tt-si", False, False, False),
-                      rec("tt-si", True, True, True, 2.0), rec("tt-si", False, False, True)])
-    assert rows == [{"method": "tt-si", "split": "x", "n": 4, "accuracy": 0.5, "function_accuracy": 1.0,
-                     "flagged": 3, "adapted": 2, "synthetic": 2, "extra_s_per_adapted": 4.5}]
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds no earlier demo"):
+        run_demo(Plan(n={"ood": 1, "id": 1}, seeds=(0,), methods=("base",), workers=1), out_dir=tmp_path,
+                 console=Console(file=open("/dev/null", "w")))  # noqa: SIM115
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -85,11 +85,10 @@ def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, sourc
 class SelfSynthesizer:
     """TT-SI: the model being adapted writes its own training pairs."""
 
-    source = "self"
-
-    def __init__(self, model: HFModel, config: SynthesisConfig):
+    def __init__(self, model: HFModel, config: SynthesisConfig, source: str = "self"):
         self.model = model
         self.config = config
+        self.source = source  # "teacher" when a local model writes for another (the demo's TT-D)
 
     def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis:
         c = self.config

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from ttsi import cli_eval
 from ttsi.cli_common import (
@@ -132,15 +133,60 @@ def calibrate(
 @app.command()
 @cli_errors
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="Fewer tasks and methods: about a minute."),
-    model_dir: Path = typer.Option(Path(".cache/ttsi/toy-model"), help="Where the toy model is built and cached."),
-    rebuild: bool = typer.Option(False, help="Retrain the toy model even if it is cached."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer inputs, methods and seeds: about a minute."),
+    out: Path = typer.Option(Path("runs/demo"), help="Where the runs, the SFT adapter and the report go."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo in --out."),
+    workers: int = typer.Option(2, min=1, help="Worker processes (one CPU thread each)."),
 ) -> None:
-    """The whole loop end to end on a tiny tool-calling model this project trains itself (a toy, say so)."""
-    quiet_libraries()
-    from ttsi.demo import run_demo
+    """Every method on the embedded SealShift model: out-of-domain test and in-domain control, table + report."""
+    import dataclasses
 
-    run_demo(model_dir=model_dir, quick=quick, rebuild=rebuild)
+    quiet_libraries()
+    from ttsi.demo import FULL, QUICK, run_demo
+
+    run_demo(dataclasses.replace(QUICK if quick else FULL, workers=workers), out_dir=out, resume=resume)
+
+
+@app.command("train-base")
+@cli_errors
+def train_base(
+    out: Path = typer.Option(Path(".cache/ttsi/sealshift-base"), help="Where to write the model and tokenizer."),
+    teacher: bool = typer.Option(False, "--teacher", help="Train the TT-D teacher instead: the base model "
+                                 "(--base) trained further on in-domain plus labelled out-of-domain data."),
+    base: Path | None = typer.Option(None, help="The base model the teacher starts from (default: the shipped one)."),
+    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the recipe's)."),
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="Also save the base model every 200 steps."),
+) -> None:
+    """Train the embedded default model (or its teacher) from scratch on SealShift, deterministically (seeded)."""
+    import dataclasses
+
+    quiet_libraries()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ttsi.shift.recipe import MODELS, Recipe, TeacherRecipe, train_base, train_teacher
+
+    recipe: Recipe | TeacherRecipe = TeacherRecipe() if teacher else Recipe()
+    if steps is not None:
+        recipe = dataclasses.replace(recipe, steps=steps)
+    if teacher:
+        base = base or MODELS["base"]
+        if not (base / "config.json").is_file():
+            raise ConfigError(f"no base model at {base} (train one with `ttsi train-base --out DIR`)")
+    columns = [TextColumn("training the teacher" if teacher else "training the base model"), BarColumn(),
+               MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        job = bar.add_task("train", total=recipe.steps, loss=float("nan"))
+
+        def progress(step: int, loss: float) -> None:
+            bar.update(job, completed=step + 1, loss=loss)
+
+        if teacher:
+            info = train_teacher(base, out, recipe, progress=progress)  # type: ignore[arg-type]
+        else:
+            info = train_base(out, recipe, progress=progress, checkpoints=checkpoints)  # type: ignore[arg-type]
+    typer.echo(f"saved {out} ({info['parameters']:,} parameters, {info['seconds']} s, "
+               f"final loss {info['final_loss']:.3f}); evaluate it with "
+               f"`ttsi eval --model {out} --benchmark sealshift:id --method base`")
 
 
 def main() -> None:

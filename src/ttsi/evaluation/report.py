@@ -61,11 +61,16 @@ def write_report(paths: list[Path], out: Path) -> Path:
     return report
 
 
+def method_label(summary: dict[str, Any]) -> str:
+    """The method's name in tables: a run may label itself (e.g. `sft` for a base run of an SFT adapter)."""
+    return summary.get("settings", {}).get("label") or summary["method"]
+
+
 def _comparison(runs: list[dict[str, Any]]) -> list[str]:
     """Methods as rows, benchmark:split as columns, as in the paper's main table."""
     columns = list(dict.fromkeys(f"{r['summary']['benchmark']}:{r['summary']['split']}" for r in runs))
-    methods = list(dict.fromkeys(r["summary"]["method"] for r in runs))
-    cell = {(r["summary"]["method"], f"{r['summary']['benchmark']}:{r['summary']['split']}"): r["summary"]
+    methods = list(dict.fromkeys(method_label(r["summary"]) for r in runs))
+    cell = {(method_label(r["summary"]), f"{r['summary']['benchmark']}:{r['summary']['split']}"): r["summary"]
             for r in runs}
     rows = ["| method | " + " | ".join(columns) + (" | average |" if len(columns) > 1 else " |"),
             "|---|" + "---|" * (len(columns) + (len(columns) > 1))]
@@ -118,7 +123,7 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
 
     written = []
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs)), 3.5))
-    labels = [f"{r['summary']['method']}\n{r['summary']['benchmark']}:{r['summary']['split']}" for r in runs]
+    labels = [f"{method_label(r['summary'])}\n{r['summary']['benchmark']}:{r['summary']['split']}" for r in runs]
     means = [100 * r["summary"]["accuracy"]["mean"] for r in runs]
     stds = [100 * r["summary"]["accuracy"]["std"] for r in runs]
     ax.bar(range(len(runs)), means, yerr=stds, capsize=3, color="#4C72B0")
@@ -137,7 +142,7 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
             points = r["summary"]["by_tau"]
             ax.errorbar([p["tau"] for p in points], [100 * p["accuracy"]["mean"] for p in points],
                         yerr=[100 * p["accuracy"]["std"] for p in points], marker="o", capsize=3,
-                        label=f"{r['summary']['method']} {r['summary']['benchmark']}:{r['summary']['split']}")
+                        label=f"{method_label(r['summary'])} {r['summary']['benchmark']}:{r['summary']['split']}")
         ax.set_xlabel("tau (adapt when confidence < tau)")
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=7)
@@ -156,7 +161,8 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
                     label="base correct", color="#55A868")
             ax.hist([x["gate"]["margin"] for x in known if not x["base_correct"]], bins=bins, alpha=0.6,
                     label="base wrong", color="#C44E52")
-            ax.set_title(f"{r['summary']['benchmark']}:{r['summary']['split']} {r['summary']['method']}", fontsize=8)
+            s = r["summary"]
+            ax.set_title(f"{s['benchmark']}:{s['split']} {method_label(s)}", fontsize=8)
             ax.set_xlabel("margin p(1) - p(2)")
             ax.set_ylabel("inputs")
             ax.legend(fontsize=7)

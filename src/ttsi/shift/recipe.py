@@ -1,0 +1,217 @@
+"""`ttsi train-base`: the embedded default model and its stronger teacher, trained from scratch on SealShift.
+
+The base model learns what an instruction-tuned tool caller knows: answer a request with a JSON call (sometimes
+after demonstrations, so TT-ICL has something to work with), and write a new request with its call for a set of
+tools (the synthesis instruction, so self-augmentation is meaningful). It sees only in-domain fields. The teacher
+is the same recipe trained on more fields: the in-domain data plus the labelled out-of-domain split (never the
+test split), which makes it the stronger writer of out-of-domain examples that TT-D assumes. To save CPU time
+it starts from the base model's weights and tokenizer and continues training on the wider mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttsi.formats import get_format
+from ttsi.prompts import answer_messages, render_pair, synthesis_messages
+from ttsi.shift.derive import OUT_DIR, load_split
+from ttsi.task import Call, Task, Tool
+
+Messages = list[dict[str, str]]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+MODELS = {"base": ASSETS / "sealshift-base", "teacher": ASSETS / "sealshift-teacher"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything the trained weights depend on (with the data files, whose hashes go in `train_info.json`)."""
+
+    splits: tuple[str, ...] = ("train",)
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    vocab_size: int = 2048
+    steps: int = 1500
+    batch_size: int = 16
+    lr: float = 3e-3
+    seed: int = 0
+    request_loss: bool = True  # loss on the request too (see `supervised`): it learns to copy from its context
+    synthesis_fraction: float = 0.5  # share of tasks that also teach the synthesis instruction
+    demo_fraction: float = 0.1  # share of answer examples preceded by one demonstration (few-shot)
+    rename_fraction: float = 0.5  # share of examples whose tools get made-up names (copy, don't memorise)
+
+
+@dataclass(frozen=True)
+class TeacherRecipe:
+    """The teacher: the base model trained further on in-domain data plus the labelled out-of-domain split."""
+
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    seed: int = 1
+    ood_share: float = 0.5  # expected share of out-of-domain examples in a batch
+    request_loss: bool = True
+    synthesis_fraction: float = 0.5
+    demo_fraction: float = 0.1
+    rename_fraction: float = 0.5
+
+
+def training_examples(tasks: list[Task], seed: int, synthesis_fraction: float, demo_fraction: float,
+                      rename_fraction: float = 0.0) -> list[tuple[Messages, str]]:
+    """(messages, reply) pairs: every task's answer, and for a share of them a synthesis reply for its tools.
+
+    A synthesis reply is another request for the same gold tool with its call; a demonstration is another
+    request for the same tool with its answer, shown before the task as TT-ICL shows its synthetic pairs. In a
+    `rename_fraction` share of the examples every tool gets a made-up name (consistently in the tool list, the
+    demonstration and the reply), so that the only way to write the right name is to copy it from the prompt.
+    """
+    rng = random.Random(seed)
+    fmt = get_format("json")
+    by_tool: dict[str, list[Task]] = defaultdict(list)
+    for t in tasks:
+        by_tool[t.answer[0].name].append(t)  # type: ignore[index]
+    words = sorted({w for name in by_tool for w in _name_words(name)[1:]})
+    pairs = []
+    for task in tasks:
+        assert task.answer is not None
+        siblings = [t for t in by_tool[task.answer[0].name] if t.query != task.query]
+        names = _renaming(task, rng, words) if words and rng.random() < rename_fraction else {}
+        shown = _renamed(task, names)
+        demos = ()
+        if siblings and rng.random() < demo_fraction:
+            other = _renamed(rng.choice(siblings), names)
+            demos = ((other.query, fmt.render(other.answer or [], other.tools)),)
+        pairs.append((answer_messages(shown, fmt, demos), fmt.render(shown.answer or [], shown.tools)))
+        if siblings and rng.random() < synthesis_fraction:
+            other = _renamed(rng.choice(siblings), names)
+            pairs.append((synthesis_messages(shown, fmt), render_pair(other.query, other.answer or [], fmt,
+                                                                      shown.tools)))
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _name_words(name: str) -> list[str]:
+    return re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)
+
+
+def _renaming(task: Task, rng: random.Random, words: list[str]) -> dict[str, str]:
+    """A made-up name for each of the task's tools: its first word (the verb), then 1-3 random name words."""
+    out = {}
+    for tool in task.tools:
+        verb = (_name_words(tool.name) or ["call"])[0]
+        out[tool.name] = verb + "".join(w[:1].upper() + w[1:] for w in rng.sample(words, rng.randint(1, 3)))
+    return out
+
+
+def _renamed(task: Task, names: dict[str, str]) -> Task:
+    if not names:
+        return task
+    tools = [Tool(names.get(t.name, t.name), t.description, t.parameters) for t in task.tools]
+    answer = [Call(names.get(c.name, c.name), c.arguments) for c in task.answer or []]
+    return dataclasses.replace(task, tools=tools, answer=answer)
+
+
+def supervised(tokenizer: Any, messages: Messages, reply: str, request_loss: bool) -> tuple[str, str]:
+    """(context, supervised text): the loss covers the reply, and with `request_loss` the final request too.
+
+    Predicting the request teaches a model trained from scratch to copy from its context (requests reuse the
+    tool descriptions, and their values come back in the call). The tool list itself stays out of the loss:
+    learning to write tool names from nothing after `"name": "` would teach it to invent names in its answers.
+    The split falls on a special token, so the two parts tokenize exactly as the whole prompt does.
+    """
+    full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not request_loss or len(messages) < 2 or messages[-1]["role"] != "user":  # synthesis: tools in the request
+        return full, reply
+    context = tokenizer.apply_chat_template(messages[:-1], tokenize=False)
+    assert full.startswith(context), "the chat template must render a prefix of turns as a prefix"
+    return context, full[len(context):] + reply
+
+
+def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_DIR,
+                progress: Callable[[int, float], None] | None = None, checkpoints: bool = False) -> dict[str, Any]:
+    """Train a tokenizer and a Qwen2-architecture model from scratch; save both and `train_info.json`.
+
+    With `checkpoints`, the model is also saved every 200 steps to `out_dir/checkpoint-STEP` (with its tokenizer).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ttsi.tiny import build_tiny_model, train_causal_lm, train_tokenizer
+
+    start = time.perf_counter()
+    tasks = [t for split in recipe.splits for t in load_split(split, data)]
+    pairs = training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
+                              recipe.rename_fraction)
+    corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]
+    tokenizer = train_tokenizer(corpus, vocab_size=recipe.vocab_size)
+    out = build_tiny_model(out_dir, tokenizer, seed=recipe.seed, hidden=recipe.hidden, layers=recipe.layers,
+                           heads=recipe.heads, kv_heads=recipe.kv_heads, intermediate=recipe.intermediate)
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
+    losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
+                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress,
+                             checkpoint=_saver(out, tokenizer) if checkpoints else None)
+    model.save_pretrained(out)
+    return _save_info(out, model, recipe, len(examples), len(tasks), losses, start, data)
+
+
+def _saver(out: Path, tokenizer: Any) -> Callable[[int, Any], None]:
+    def save(step: int, model: Any) -> None:
+        model.save_pretrained(out / f"checkpoint-{step}")
+        tokenizer.save_pretrained(out / f"checkpoint-{step}")
+
+    return save
+
+
+def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherRecipe = TeacherRecipe(),
+                  data: Path = OUT_DIR, progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """Continue the base model's training on in-domain plus labelled out-of-domain data; save the teacher."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ttsi.tiny import train_causal_lm
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
+    inside, outside = (training_examples(tasks[s], recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
+                                         recipe.rename_fraction) for s in ("train", "ood_train"))
+    repeat = max(1, round(recipe.ood_share / (1 - recipe.ood_share) * len(inside) / len(outside)))
+    pairs = inside + outside * repeat
+    examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
+    losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
+                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress)
+    out = Path(out_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    return _save_info(out, model, recipe, len(examples), sum(map(len, tasks.values())), losses, start, data,
+                      base=str(base_dir), ood_repeat=repeat)
+
+
+def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float], start: float,
+               data: Path, **extra: Any) -> dict[str, Any]:
+    """`train_info.json` beside the weights: the recipe, the data counts, time, versions and commit."""
+    import torch
+
+    from ttsi.evaluation.summary import git_commit, versions
+
+    info = {"recipe": dataclasses.asdict(recipe), "examples": examples, "tasks": tasks,
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - start),
+            "torch_threads": torch.get_num_threads(), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+            "data": json.loads((data / "PROVENANCE.json").read_text())["counts"], "versions": versions(),
+            "git_commit": git_commit(), **extra}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info

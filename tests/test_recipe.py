@@ -1,0 +1,94 @@
+"""The base-model recipe: deterministic, trains on what it says, and `ttsi train-base` around it."""
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from ttsi.shift.derive import load_split, write_splits
+from ttsi.shift.recipe import Recipe, TeacherRecipe, train_base, train_teacher, training_examples
+
+SMALL = Recipe(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=400, steps=3, batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sealshift")
+    write_splits({"train": load_split("train")[:30], "ood_train": load_split("ood_train")[:6]}, out)
+    (out / "PROVENANCE.json").write_text(json.dumps({"counts": {"train": {"tasks": 30}}}))
+    return out
+
+
+def test_training_examples_teach_answers_synthesis_and_demonstrations():
+    tasks = load_split("train")[:60]
+    pairs = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0)
+    synthesis = [r for _, r in pairs if r.startswith("Request:")]
+    answers = [(m, r) for m, r in pairs if r.startswith("[")]
+    assert len(answers) == len(tasks) and synthesis
+    assert all(len(m) == 4 for m, _ in answers)  # system, demonstration (user, assistant), the request
+    assert training_examples(tasks, 0, 0.5, 0.1) == training_examples(tasks, 0, 0.5, 0.1)
+    assert all(len(m) == 2 for m, _ in training_examples(tasks, 0, 0.0, 0.0))
+
+
+def test_recipe_is_deterministic(small_data, tmp_path):
+    a = train_base(tmp_path / "a", SMALL, data=small_data)
+    b = train_base(tmp_path / "b", SMALL, data=small_data)
+    assert a["final_loss"] == b["final_loss"]
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
+    assert a["tasks"] == 30 and a["recipe"]["steps"] == 3
+    info = json.loads((tmp_path / "a" / "train_info.json").read_text())
+    assert info["parameters"] > 0 and info["recipe"]["hidden"] == 32
+
+
+def test_teacher_continues_from_the_base(small_data, tmp_path):
+    train_base(tmp_path / "base", SMALL, data=small_data)
+    info = train_teacher(tmp_path / "base", tmp_path / "teacher", TeacherRecipe(steps=2, batch_size=2),
+                         data=small_data)
+    assert info["base"] == str(tmp_path / "base") and info["tasks"] == 36
+    base, teacher = (load_file(tmp_path / d / "model.safetensors") for d in ("base", "teacher"))
+    assert base.keys() == teacher.keys() and any(not (base[k] == teacher[k]).all() for k in base)
+    from transformers import AutoTokenizer
+
+    tok_base, tok_teacher = (AutoTokenizer.from_pretrained(str(tmp_path / d)) for d in ("base", "teacher"))
+    assert tok_base.get_vocab() == tok_teacher.get_vocab()
+
+
+def test_the_loss_covers_request_and_answer_but_never_the_tool_list(tokenizer):
+    from ttsi.shift.recipe import supervised
+
+    tasks = load_split("train")[:40]
+    for messages, reply in training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=0.5):
+        context, target = supervised(tokenizer, messages, reply, request_loss=True)
+        full = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert context + target == full + reply
+        encode = tokenizer.encode
+        assert encode(context) + encode(target) == encode(context + target)  # the split is a token boundary
+        assert '"description": ' not in target and "You can call these functions" not in target
+        assert target.endswith(reply)
+        if messages[-1]["content"].startswith("You write training data"):  # synthesis: tools in the request
+            assert target == reply
+        else:
+            assert messages[-1]["content"] in target
+        assert supervised(tokenizer, messages, reply, request_loss=False) == (full, reply)
+
+
+def test_renamed_examples_stay_consistent_and_teach_copying():
+    import json as _json
+
+    tasks = load_split("train")[:80]
+    real_names = {t.name for task in tasks for t in task.tools}
+    pairs = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0, rename_fraction=1.0)
+    made_up = []
+    for messages, reply in pairs:
+        shown = {_json.loads(line)["name"] for m in messages for line in m["content"].splitlines()
+                 if line.startswith('{"name": ')}
+        called = _json.loads(reply.split("Answer: ")[-1])[0]["name"]
+        assert called in shown  # the call names a shown (renamed) tool
+        made_up.append(called not in real_names)
+        for m in messages:
+            if m["role"] == "assistant":  # a demonstration calls a shown (renamed) tool too
+                assert _json.loads(m["content"])[0]["name"] in shown
+    assert sum(made_up) > 0.9 * len(made_up)  # a made-up name only rarely happens to be a real one
+    plain = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0, rename_fraction=0.0)
+    assert all(_json.loads(r.split("Answer: ")[-1])[0]["name"] in real_names for _, r in plain)
