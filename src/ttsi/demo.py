@@ -182,7 +182,7 @@ def _run_job(method: str, split: str, plan: Plan, out_dir: Path, model_dir: Path
     settings = {"model": str(model_dir), "adapter": adapter, "label": method, "benchmark": "sealshift",
                 "split": split, "n": len(tasks), "seeds": list(plan.seeds), "agent": config.to_dict(),
                 "teacher": str(teacher_dir) if teacher else None, "batch": plan.batch, "demo": True}
-    quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115  (workers report through the parent's bar)
+    quiet = Console(quiet=True)  # workers report through the parent's bar
     return run_eval(model, get_benchmark("sealshift"), split, tasks, config, list(plan.seeds),
                     out_dir / f"{split}-{method}", settings, resume=resume, teacher=teacher, console=quiet,
                     batch_size=plan.batch)

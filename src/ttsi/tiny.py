@@ -76,12 +76,10 @@ def build_tiny_model(out_dir: str | Path, tokenizer: Any, arch: str = "qwen2", s
 
 def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: int, lr: float = 3e-3,
                     batch_size: int = 16, seed: int = 0, progress: Callable[[int, float], None] | None = None,
-                    prompt_loss: bool = False,
                     checkpoint: Callable[[int, Any], None] | None = None, every: int = 200) -> list[float]:
-    """Full-parameter training on (prompt text, answer text) pairs; returns step losses.
+    """Full-parameter training on (prompt text, answer text) pairs, loss on answer tokens; returns step losses.
 
-    The loss covers the answer tokens, or every token with `prompt_loss` (language-model pretraining on the
-    prompts too, which teaches a model trained from scratch to copy names and values from its context).
+    `checkpoint(step, model)` is called every `every` steps (e.g. to save it, so a long run can be inspected).
     """
     from ttsi.learn import collate, encode_pair
 
