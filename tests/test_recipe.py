@@ -6,9 +6,10 @@ import pytest
 from safetensors.torch import load_file
 
 from ttsi.shift.derive import load_split, write_splits
-from ttsi.shift.recipe import Recipe, TeacherRecipe, train_base, train_teacher, training_examples
+from ttsi.shift.recipe import Recipe, TeacherRecipe, copy_examples, train_base, train_teacher, training_examples
 
-SMALL = Recipe(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=400, steps=3, batch_size=2)
+SMALL = Recipe(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=400, steps=3, batch_size=2,
+               copy_steps=2, copy_batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,17 @@ def test_training_examples_teach_answers_synthesis_and_demonstrations():
     assert all(len(m) == 2 for m, _ in training_examples(tasks, 0, 0.0, 0.0))
 
 
+def test_copy_examples_repeat_a_span_of_the_training_text(tokenizer):
+    texts = [f"{m[-1]['content']} {r}" for m, r in training_examples(load_split("train")[:20], 0, 0.5, 0.1)]
+    pairs = copy_examples(texts, tokenizer, count=50, seed=3)
+    assert len(pairs) == 50 and pairs == copy_examples(texts, tokenizer, count=50, seed=3)
+    assert pairs != copy_examples(texts, tokenizer, count=50, seed=4)
+    for prompt, answer in pairs:
+        assert prompt == answer and any(prompt in t for t in texts)
+        assert 1 <= len(tokenizer.encode(prompt)) <= 48 + 2  # a re-encoded span may shift at its two edges
+    assert len({p for p, _ in pairs}) > 40
+
+
 def test_recipe_is_deterministic(small_data, tmp_path):
     a = train_base(tmp_path / "a", SMALL, data=small_data)
     b = train_base(tmp_path / "b", SMALL, data=small_data)
@@ -39,6 +51,7 @@ def test_recipe_is_deterministic(small_data, tmp_path):
     assert a["tasks"] == 30 and a["recipe"]["steps"] == 3
     info = json.loads((tmp_path / "a" / "train_info.json").read_text())
     assert info["parameters"] > 0 and info["recipe"]["hidden"] == 32
+    assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
 
 
 def test_teacher_continues_from_the_base(small_data, tmp_path):

@@ -175,7 +175,8 @@ def train_base(
     columns = [TextColumn("training the teacher" if teacher else "training the base model"), BarColumn(),
                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
     with Progress(*columns, console=Console(stderr=True)) as bar:
-        job = bar.add_task("train", total=recipe.steps, loss=float("nan"))
+        total = recipe.steps + getattr(recipe, "copy_steps", 0)
+        job = bar.add_task("train", total=total, loss=float("nan"))
 
         def progress(step: int, loss: float) -> None:
             bar.update(job, completed=step + 1, loss=loss)

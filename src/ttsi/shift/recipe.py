@@ -50,6 +50,8 @@ class Recipe:
     synthesis_fraction: float = 0.5  # share of tasks that also teach the synthesis instruction
     demo_fraction: float = 0.1  # share of answer examples preceded by one demonstration (few-shot)
     rename_fraction: float = 0.5  # share of examples whose tools get made-up names (copy, don't memorise)
+    copy_steps: int = 600  # warm-up first: repeat a span of the training text (see `copy_examples`)
+    copy_batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,25 @@ def _renamed(task: Task, names: dict[str, str]) -> Task:
     return dataclasses.replace(task, tools=tools, answer=answer)
 
 
+def copy_examples(texts: list[str], tokenizer: Any, count: int, seed: int,
+                  lengths: tuple[int, int] = (8, 48)) -> list[tuple[str, str]]:
+    """(span, span) pairs: a random span of 8-48 tokens of the training text, to be written again after itself.
+
+    A model trained from scratch on the tool-calling data alone does not learn to copy from its context within a
+    CPU budget: it writes names and values from memory. Repeating spans of the same text is the cheapest lesson
+    in copying (the loss on a repeat falls only when the model looks back), so the recipe starts with it.
+    """
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        ids = tokenizer(rng.choice(texts), add_special_tokens=False)["input_ids"]
+        size = rng.randint(*lengths)
+        start = rng.randrange(max(1, len(ids) - size))
+        span = tokenizer.decode(ids[start:start + size])
+        pairs.append((span, span))
+    return pairs
+
+
 def supervised(tokenizer: Any, messages: Messages, reply: str, request_loss: bool) -> tuple[str, str]:
     """(context, supervised text): the loss covers the reply, and with `request_loss` the final request too.
 
@@ -159,11 +180,19 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
                            heads=recipe.heads, kv_heads=recipe.kv_heads, intermediate=recipe.intermediate)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
+    copy_losses: list[float] = []
+    if recipe.copy_steps:
+        texts = [context + reply for context, reply in examples]
+        spans = copy_examples(texts, tokenizer, recipe.copy_steps * recipe.copy_batch_size, recipe.seed)
+        copy_losses = train_causal_lm(model, tokenizer, spans, steps=recipe.copy_steps, lr=recipe.lr,
+                                      batch_size=recipe.copy_batch_size, seed=recipe.seed, progress=progress)
+    shifted = (lambda step, loss: progress(recipe.copy_steps + step, loss)) if progress else None
     losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
-                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress,
+                             batch_size=recipe.batch_size, seed=recipe.seed, progress=shifted,
                              checkpoint=_saver(out, tokenizer) if checkpoints else None)
     model.save_pretrained(out)
-    return _save_info(out, model, recipe, len(examples), len(tasks), losses, start, data)
+    return _save_info(out, model, recipe, len(examples), len(tasks), losses, start, data,
+                      copy_final_loss=sum(copy_losses[-50:]) / len(copy_losses[-50:]) if copy_losses else None)
 
 
 def _saver(out: Path, tokenizer: Any) -> Callable[[int, Any], None]:
