@@ -15,7 +15,7 @@ import math
 import random
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -50,17 +50,18 @@ class Plan:
     sft_items: int | None = None  # labelled ood_train items for the SFT baseline (None: all of them)
 
 
-FULL = Plan(n={"ood": 48, "id": 24}, seeds=(0, 1, 2), methods=METHODS)
-QUICK = Plan(n={"ood": 16, "id": 8}, seeds=(0,), methods=("base", "tt-si", "tt-d", "sft"))
+FULL = Plan(n={"ood": 24, "id": 12}, seeds=(0, 1, 2), methods=METHODS)
+QUICK = Plan(n={"ood": 16, "id": 8}, seeds=(0,), methods=("base", "tt-si", "tt-d", "sft"), sft_items=64)
 
 
 def agent_config(method: str, teacher_dir: Path = MODELS["teacher"]) -> AgentConfig:
     """The demo's settings for one method: the paper's defaults except the LoRA learning rate (see DEMO_LR).
 
     The teacher is a local model behind the same `Synthesizer` interface as a remote one (`in-process:` URL).
+    Adapted inputs are also answered by the base model, so every method's gate AUROC covers every input.
     """
     return AgentConfig(method="base" if method == "sft" else method, learn=LearnConfig(lr=DEMO_LR),
-                       teacher=TeacherConfig(url="in-process:", model=str(teacher_dir))).validate()
+                       teacher=TeacherConfig(url="in-process:", model=str(teacher_dir)), record_base=True).validate()
 
 
 def demo_tasks(plan: Plan) -> dict[str, list[Any]]:
@@ -94,8 +95,6 @@ def run_demo(plan: Plan = FULL, out_dir: Path = Path("runs/demo"), model_dir: Pa
             raise ConfigError(f"{out_dir} is not empty and holds no earlier demo; choose another --out")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if "sft" in plan.methods:
-        _train_sft(model_dir, out_dir / "sft", plan.sft_items, console)
     jobs = [(m, s) for m in plan.methods for s in SPLITS]
     columns = [TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                TimeElapsedColumn()]
@@ -103,12 +102,27 @@ def run_demo(plan: Plan = FULL, out_dir: Path = Path("runs/demo"), model_dir: Pa
     with Progress(*columns, console=console) as bar, ProcessPoolExecutor(
             max_workers=plan.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         job = bar.add_task("runs", total=len(jobs), last="")
-        futures = {pool.submit(_run_job, m, s, plan, out_dir, model_dir, teacher_dir, resume): (m, s) for m, s in jobs}
-        for future in as_completed(futures):
-            method, split = futures[future]
-            summaries[method, split] = future.result()
-            acc = summaries[method, split]["accuracy"]["mean"]
-            bar.update(job, advance=1, last=f"{method} on {split}: {acc:.1%}")
+
+        def submit(method: str, split: str) -> Future:
+            return pool.submit(_run_job, method, split, plan, out_dir, model_dir, teacher_dir, resume)
+
+        # The SFT adapter trains in a worker while the other runs go on; its own runs start once it is saved.
+        sft: Future | None = pool.submit(_train_sft, model_dir, out_dir / "sft", plan.sft_items) \
+            if "sft" in plan.methods else None
+        pending = {submit(m, s): (m, s) for m, s in jobs if m != "sft"}
+        if sft:
+            pending[sft] = ("sft", "training")
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                method, split = pending.pop(future)
+                if split == "training":
+                    console.print(future.result())
+                    pending.update({submit("sft", s): ("sft", s) for s in SPLITS})
+                    continue
+                summaries[method, split] = future.result()
+                acc = summaries[method, split]["accuracy"]["mean"]
+                bar.update(job, advance=1, last=f"{method} on {split}: {acc:.1%}")
     rows = [summaries[m, s] for m, s in jobs]
     print_table(rows, plan, console)
     report = write_report([out_dir / f"{s}-{m}" for m, s in jobs], out_dir / "report")
@@ -128,10 +142,10 @@ def _params(model_dir: Path) -> str:
     return f"{json.loads(info.read_text())['parameters'] / 1e6:.1f}M" if info.is_file() else "?"
 
 
-def _train_sft(model_dir: Path, out: Path, items: int | None, console: Console) -> None:
-    """The SFT baseline's adapter, trained once on every labelled out-of-domain item (cached in `out`)."""
+def _train_sft(model_dir: Path, out: Path, items: int | None) -> str:
+    """The SFT baseline's adapter, trained once on the labelled out-of-domain items (cached in `out`)."""
     if (out / "sft.json").is_file():
-        return
+        return "SFT baseline: the adapter of the interrupted run"
     from ttsi.benchmarks import get_benchmark
     from ttsi.evaluation.sft import train_sft
     from ttsi.model import HFModel
@@ -139,9 +153,10 @@ def _train_sft(model_dir: Path, out: Path, items: int | None, console: Console) 
     bench = get_benchmark("sealshift")
     learn = dataclasses.replace(agent_config("sft").learn, **SFT)
     record = train_sft(HFModel.from_pretrained(str(model_dir), dtype="float32"), bench, "ood_train",
-                       bench.load(None, "ood_train")[:items], learn, out, settings={"model": str(model_dir)})
-    console.print(f"SFT baseline: LoRA on {record['samples']} labelled out-of-domain samples, {record['steps']} "
-                  f"steps, final loss {record['final_loss']:.3f}")
+                       bench.load(None, "ood_train")[:items], learn, out, settings={"model": str(model_dir)},
+                       console=Console(quiet=True))  # in a worker: the parent's bar reports progress
+    return (f"SFT baseline: LoRA on {record['samples']} labelled out-of-domain samples, {record['steps']} steps, "
+            f"final loss {record['final_loss']:.3f}")
 
 
 def _init_worker() -> None:

@@ -22,7 +22,8 @@ from ttsi.task import Task
 
 
 def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], learn: LearnConfig, out: Path,
-              seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+              seed: int = 0, settings: dict[str, Any] | None = None,
+              console: Console | None = None) -> dict[str, Any]:
     """Train one adapter on every labelled item and save it (PEFT format) with a record of what it used."""
     labelled = [t for t in tasks if t.answer]
     if not labelled:
@@ -34,7 +35,7 @@ def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], l
     learner = Learner(model, learn, seed=seed)
     columns = [TextColumn(f"sft {bench.name}:{split}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with Progress(*columns, console=console or Console(stderr=True)) as bar:
         job = bar.add_task("sft", total=learn.epochs * -(-len(examples) // learn.batch_size), loss=float("nan"))
         log = learner.adapt(examples, seed=seed, progress=lambda step, loss: bar.update(job, completed=step + 1,
                                                                                          loss=loss))
