@@ -1,5 +1,8 @@
 """`ttsi train-base`: the embedded default model and its stronger teacher, trained from scratch on SealShift.
 
+Two stages: a copy warm-up (repeat spans of the training text, so the model learns to look back and copy names
+and values from its context), then the tool-calling task itself.
+
 The base model learns what an instruction-tuned tool caller knows: answer a request with a JSON call (sometimes
 after demonstrations, so TT-ICL has something to work with), and write a new request with its call for a set of
 tools (the synthesis instruction, so self-augmentation is meaningful). It sees only in-domain fields. The teacher
