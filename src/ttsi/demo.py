@@ -106,12 +106,10 @@ def run_demo(plan: Plan = FULL, out_dir: Path = Path("runs/demo"), model_dir: Pa
         def submit(method: str, split: str) -> Future:
             return pool.submit(_run_job, method, split, plan, out_dir, model_dir, teacher_dir, resume)
 
-        # The SFT adapter trains in a worker while the other runs go on; its own runs start once it is saved.
-        sft: Future | None = pool.submit(_train_sft, model_dir, out_dir / "sft", plan.sft_items) \
-            if "sft" in plan.methods else None
-        pending = {submit(m, s): (m, s) for m, s in jobs if m != "sft"}
-        if sft:
-            pending[sft] = ("sft", "training")
+        pending: dict[Future, tuple[str, str]] = {}
+        if "sft" in plan.methods:  # submitted first: it trains while the other runs go on, then its runs start
+            pending[pool.submit(_train_sft, model_dir, out_dir / "sft", plan.sft_items)] = ("sft", "training")
+        pending.update({submit(m, s): (m, s) for m, s in jobs if m != "sft"})
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
