@@ -154,8 +154,9 @@ def train_base(
     teacher: bool = typer.Option(False, "--teacher", help="Train the TT-D teacher instead: the base model "
                                  "(--base) trained further on in-domain plus labelled out-of-domain data."),
     base: Path | None = typer.Option(None, help="The base model the teacher starts from (default: the shipped one)."),
-    steps: int | None = typer.Option(None, min=1, help="Training steps (default: the recipe's)."),
-    checkpoints: bool = typer.Option(False, "--checkpoints", help="Also save the base model every 200 steps."),
+    steps: int | None = typer.Option(None, min=1, help="Task training steps after the copy warm-up "
+                                     "(default: the recipe's)."),
+    checkpoints: bool = typer.Option(False, "--checkpoints", help="Also save the base model every 200 task steps."),
 ) -> None:
     """Train the embedded default model (or its teacher) from scratch on SealShift, deterministically (seeded)."""
     import dataclasses
