@@ -1,0 +1,71 @@
+"""`ttsi.tiny`'s training loop: its cheaper loss is the model's own loss, and its batches draw every example fairly."""
+
+import random
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from ttsi.learn import IGNORE, collate
+from ttsi.tiny import answer_loss, length_grouped, tiny_config
+
+
+def _examples(lengths: list[int], seed: int = 0) -> list[tuple[list[int], list[int]]]:
+    rng = random.Random(seed)
+    out = []
+    for n in lengths:
+        ids = [rng.randrange(3, 300) for _ in range(n)]
+        out.append((ids, [IGNORE] * (n // 2) + ids[n // 2:]))
+    return out
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_answer_loss_is_the_models_loss_on_a_right_padded_batch(arch):
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300, hidden=32, pad_token_id=0))
+    batch = collate(_examples([5, 12, 9, 20]), pad_id=0)
+    expected = model(**batch).loss
+    got = answer_loss(model, batch)
+    assert torch.allclose(got, expected, atol=1e-5)
+    got.backward()  # and it trains what the full loss trains
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_length_grouped_batches_pad_less_and_draw_every_example_alike():
+    examples = _examples([random.Random(i).randint(5, 60) for i in range(40)])
+    batches = length_grouped(examples, batch_size=4, rng=random.Random(0))
+    drawn = [next(batches) for _ in range(2000)]
+    assert all(len(b) == 4 for b in drawn)
+    counts = Counter(id(ex) for b in drawn for ex in b)
+    assert len(counts) == 40 and all(abs(c - 200) < 50 for c in counts.values())  # 8,000 draws / 40
+
+    def padding(bs):
+        return sum(max(len(e[0]) for e in b) * len(b) - sum(len(e[0]) for e in b) for b in bs)
+
+    rng = random.Random(0)
+    plain = [rng.sample(examples, 4) for _ in range(2000)]
+    assert padding(drawn) < 0.5 * padding(plain)
+    again = length_grouped(examples, batch_size=4, rng=random.Random(0))
+    assert [next(again) for _ in range(50)] == drawn[:50]
+
+
+def test_length_grouped_on_fewer_examples_than_a_batch():
+    examples = _examples([3, 7])
+    batch = next(length_grouped(examples, batch_size=16, rng=random.Random(0)))
+    assert sorted(map(len, (e[0] for e in batch))) == [3, 7]
+
+
+def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_train_base.py"
+    out = subprocess.run([sys.executable, str(script), "--steps", "5", "--examples", "40"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.strip().startswith("before") and "s/step" in line for line in lines)
+    assert any(line.strip().startswith("after") and "s/step" in line for line in lines)
+    assert re.search(r"speed-up: \d+\.\d\dx", out.stdout)
