@@ -1,10 +1,12 @@
 """The base-model recipe: deterministic, trains on what it says, and `ttsi train-base` around it."""
 
 import json
+from collections import Counter
 
 import pytest
 from safetensors.torch import load_file
 
+from ttsi.shift import recipe
 from ttsi.shift.derive import load_split, write_splits
 from ttsi.shift.recipe import Recipe, TeacherRecipe, copy_examples, train_base, train_teacher, training_examples
 
@@ -40,6 +42,16 @@ def test_copy_examples_repeat_a_span_of_the_training_text(tokenizer):
         assert prompt == answer and any(prompt in t for t in texts)
         assert 1 <= len(tokenizer.encode(prompt)) <= 48 + 2  # a re-encoded span may shift at its two edges
     assert len({p for p, _ in pairs}) > 40
+
+
+def test_real_requests_are_repeated_and_templated_ones_are_not():
+    tasks = load_split("train")
+    real = [t for t in tasks if t.meta["subset"] == "real"]
+    assert real and len(real) < 0.05 * len(tasks)
+    more = recipe.weighted(tasks, 4)
+    assert len(more) == len(tasks) + 3 * len(real)
+    assert Counter(t.id for t in more) == Counter({t.id: 4 if t in real else 1 for t in tasks})
+    assert recipe.weighted(tasks, 1) == tasks
 
 
 def test_recipe_is_deterministic(small_data, tmp_path):

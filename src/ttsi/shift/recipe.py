@@ -45,7 +45,7 @@ class Recipe:
     kv_heads: int = 2
     intermediate: int = 384
     vocab_size: int = 2048
-    steps: int = 1500
+    steps: int = 3600
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
@@ -55,6 +55,7 @@ class Recipe:
     rename_fraction: float = 0.5  # share of examples whose tools get made-up names (copy, don't memorise)
     copy_steps: int = 600  # warm-up first: repeat a span of the training text (see `copy_examples`)
     copy_batch_size: int = 32
+    real_repeat: int = 4  # each real Seal-Tools request appears this often (see `weighted`)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class TeacherRecipe:
     batch_size: int = 16
     lr: float = 1e-3
     seed: int = 1
+    real_repeat: int = 4  # as the base recipe's
     ood_share: float = 0.5  # expected share of out-of-domain examples in a batch
     request_loss: bool = True
     synthesis_fraction: float = 0.5
@@ -104,6 +106,16 @@ def training_examples(tasks: list[Task], seed: int, synthesis_fraction: float, d
                                                                       shown.tools)))
     rng.shuffle(pairs)
     return pairs
+
+
+def weighted(tasks: list[Task], real_repeat: int) -> list[Task]:
+    """The tasks with every real request (subset "real") repeated `real_repeat` times in all.
+
+    Real Seal-Tools requests are under 2% of the training split but are how people actually ask: values without
+    quotes, paraphrased descriptions. Each repeat gets its own made-up tool names and demonstrations, so repeating
+    them teaches reading such requests rather than memorising these ones.
+    """
+    return tasks + [t for t in tasks if t.meta.get("subset") == "real"] * (real_repeat - 1)
 
 
 def _name_words(name: str) -> list[str]:
@@ -174,7 +186,7 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
     from ttsi.tiny import build_tiny_model, train_causal_lm, train_tokenizer
 
     start = time.perf_counter()
-    tasks = [t for split in recipe.splits for t in load_split(split, data)]
+    tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
                               recipe.rename_fraction)
     corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]
@@ -194,7 +206,7 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
                              batch_size=recipe.batch_size, seed=recipe.seed, progress=shifted,
                              checkpoint=_saver(out, tokenizer) if checkpoints else None)
     model.save_pretrained(out)
-    return _save_info(out, model, recipe, len(examples), len(tasks), losses, start, data,
+    return _save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
                       copy_final_loss=sum(copy_losses[-50:]) / len(copy_losses[-50:]) if copy_losses else None)
 
 
@@ -218,6 +230,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
+    tasks["train"] = weighted(tasks["train"], recipe.real_repeat)
     inside, outside = (training_examples(tasks[s], recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
                                          recipe.rename_fraction) for s in ("train", "ood_train"))
     repeat = max(1, round(recipe.ood_share / (1 - recipe.ood_share) * len(inside) / len(outside)))
@@ -229,7 +242,8 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    return _save_info(out, model, recipe, len(examples), sum(map(len, tasks.values())), losses, start, data,
+    return _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
+                      start, data,
                       base=str(base_dir), ood_repeat=repeat)
 
 
