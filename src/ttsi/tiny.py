@@ -138,8 +138,10 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     Without the mask the attention takes its fused causal kernel, and the vocabulary projection and softmax run
     on the answer tokens (a fraction of each sequence) instead of every position.
     """
+    from ttsi.learn import IGNORE
+
     hidden = model.get_decoder()(input_ids=batch["input_ids"]).last_hidden_state
     labels = batch["labels"][:, 1:]
-    keep = labels != -100
+    keep = labels != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])
     return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
