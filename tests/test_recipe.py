@@ -33,18 +33,15 @@ def test_training_examples_teach_answers_synthesis_and_demonstrations():
     assert all(len(m) == 2 for m, _ in training_examples(tasks, 0, 0.0, 0.0))
 
 
-def test_copy_examples_repeat_random_tokens(tokenizer):
-    pairs = copy_examples(tokenizer, count=50, seed=3)
-    assert len(pairs) == 50 and pairs == copy_examples(tokenizer, count=50, seed=3)
-    assert pairs != copy_examples(tokenizer, count=50, seed=4)
-    special = set(tokenizer.added_tokens_decoder)
+def test_copy_examples_repeat_a_span_of_the_training_text(tokenizer):
+    texts = [f"{m[-1]['content']} {r}" for m, r in training_examples(load_split("train")[:20], 0, 0.5, 0.1)]
+    pairs = copy_examples(texts, tokenizer, count=50, seed=3)
+    assert len(pairs) == 50 and pairs == copy_examples(texts, tokenizer, count=50, seed=3)
+    assert pairs != copy_examples(texts, tokenizer, count=50, seed=4)
     for prompt, answer in pairs:
-        assert prompt == answer + "\n"
-        ids = tokenizer.encode(answer, add_special_tokens=False)
-        assert 1 <= len(ids) <= 24 * 4 and not special & set(ids)  # a decoded byte may re-encode as a few
-    assert len({p for p, _ in pairs}) == 50
-    lengths = [len(tokenizer.encode(a, add_special_tokens=False)) for _, a in copy_examples(tokenizer, 200, 0)]
-    assert min(lengths) < 16 < max(lengths)
+        assert prompt == answer and any(prompt in t for t in texts)
+        assert 1 <= len(tokenizer.encode(prompt)) <= 48 + 2  # a re-encoded span may shift at its two edges
+    assert len({p for p, _ in pairs}) > 40
 
 
 def test_real_requests_are_repeated_and_templated_ones_are_not():

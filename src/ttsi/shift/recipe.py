@@ -45,7 +45,7 @@ class Recipe:
     kv_heads: int = 2
     intermediate: int = 384
     vocab_size: int = 2048
-    steps: int = 3400
+    steps: int = 3600
     batch_size: int = 16
     lr: float = 3e-3
     seed: int = 0
@@ -53,7 +53,7 @@ class Recipe:
     synthesis_fraction: float = 0.5  # share of tasks that also teach the synthesis instruction
     demo_fraction: float = 0.1  # share of answer examples preceded by one demonstration (few-shot)
     rename_fraction: float = 0.5  # share of examples whose tools get made-up names (copy, don't memorise)
-    copy_steps: int = 1500  # warm-up first: repeat spans of random tokens (see `copy_examples`)
+    copy_steps: int = 600  # warm-up first: repeat a span of the training text (see `copy_examples`)
     copy_batch_size: int = 32
     real_repeat: int = 4  # each real Seal-Tools request appears this often (see `weighted`)
 
@@ -139,21 +139,22 @@ def _renamed(task: Task, names: dict[str, str]) -> Task:
     return dataclasses.replace(task, tools=tools, answer=answer)
 
 
-def copy_examples(tokenizer: Any, count: int, seed: int, lengths: tuple[int, int] = (8, 24)) -> list[tuple[str, str]]:
-    """(span + newline, span) pairs: 8-24 uniformly random tokens, to be written again after themselves.
+def copy_examples(texts: list[str], tokenizer: Any, count: int, seed: int,
+                  lengths: tuple[int, int] = (8, 48)) -> list[tuple[str, str]]:
+    """(span, span) pairs: a random span of 8-48 tokens of the training text, to be written again after itself.
 
     A model trained from scratch on the tool-calling data alone does not learn to copy from its context within a
-    CPU budget: it writes names and values from memory. Repeating random tokens is the purest lesson in copying:
-    nothing about a random span can be remembered, so the loss on its repeat falls only once the model has learned
-    to look back and copy (an induction head). Spans of the training text itself are no such lesson: their repeat
-    can be predicted from memory, and a model warmed up on them copies almost none of a random span.
+    CPU budget: it writes names and values from memory. Repeating spans of the same text is the cheapest lesson
+    in copying (the loss on a repeat falls only when the model looks back), so the recipe starts with it.
     """
     rng = random.Random(seed)
-    ids = [i for i in range(len(tokenizer)) if i not in tokenizer.added_tokens_decoder]  # no special tokens
     pairs = []
     for _ in range(count):
-        span = tokenizer.decode([rng.choice(ids) for _ in range(rng.randint(*lengths))])
-        pairs.append((span + "\n", span))
+        ids = tokenizer(rng.choice(texts), add_special_tokens=False)["input_ids"]
+        size = rng.randint(*lengths)
+        start = rng.randrange(max(1, len(ids) - size))
+        span = tokenizer.decode(ids[start:start + size])
+        pairs.append((span, span))
     return pairs
 
 
@@ -196,7 +197,8 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
     copy_losses: list[float] = []
     if recipe.copy_steps:
-        spans = copy_examples(tokenizer, recipe.copy_steps * recipe.copy_batch_size, recipe.seed)
+        texts = [context + reply for context, reply in examples]
+        spans = copy_examples(texts, tokenizer, recipe.copy_steps * recipe.copy_batch_size, recipe.seed)
         copy_losses = train_causal_lm(model, tokenizer, spans, steps=recipe.copy_steps, lr=recipe.lr,
                                       batch_size=recipe.copy_batch_size, seed=recipe.seed, progress=progress)
     shifted = (lambda step, loss: progress(recipe.copy_steps + step, loss)) if progress else None
