@@ -69,3 +69,45 @@ def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
     assert any(line.strip().startswith("before") and "s/step" in line for line in lines)
     assert any(line.strip().startswith("after") and "s/step" in line for line in lines)
     assert re.search(r"speed-up: \d+\.\d\dx", out.stdout)
+
+
+def _load_probe():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_copy.py"
+    spec = importlib.util.spec_from_file_location("probe_copy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Copier(torch.nn.Module):
+    """Logits for `span, newline, span` inputs: a perfect copier predicts each repeat token, the other always 0."""
+
+    def __init__(self, vocab: int, perfect: bool):
+        super().__init__()
+        self.vocab, self.perfect = vocab, perfect
+
+    def forward(self, input_ids):
+        ids = input_ids[0].tolist()
+        start = (len(ids) - 1) // 2 + 1  # where the repeat begins (one newline token between the two spans)
+        logits = torch.zeros(1, len(ids), self.vocab)
+        for pos in range(len(ids)):
+            copy = self.perfect and start <= pos + 1 < len(ids)
+            logits[0, pos, ids[pos + 1 - start] if copy else 0] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_copy_probe_scores_a_perfect_copier_1_and_a_constant_guess_0(tokenizer):
+    probe = _load_probe()
+    assert len(tokenizer("\n", add_special_tokens=False)["input_ids"]) == 1
+    assert probe.copy_accuracy(_Copier(len(tokenizer), perfect=True), tokenizer, spans=20) == 1.0
+    assert probe.copy_accuracy(_Copier(len(tokenizer), perfect=False), tokenizer, spans=20) == 0.0
+
+
+def test_the_copy_probe_script_runs_on_a_model_directory(qwen_dir):
+    script = Path(__file__).resolve().parents[1] / "scripts" / "probe_copy.py"
+    out = subprocess.run([sys.executable, str(script), str(qwen_dir), "--spans", "5"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"copies \d+\.\d% of random-span tokens \(5 spans, seed 0\)", out.stdout)
