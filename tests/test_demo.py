@@ -27,7 +27,7 @@ def test_shipped_checkpoints_load_through_the_public_path(which):
 
 
 def test_the_shipped_base_model_calls_tools_it_was_trained_on():
-    """A guard against a broken checkpoint: the README's 59.3% on templated in-domain requests, on ten of them."""
+    """A guard against a broken checkpoint: the README's 64.0% on templated in-domain requests, on ten of them."""
     from ttsi.agent import SelfImprovingAgent
     from ttsi.benchmarks import get_benchmark
     from ttsi.config import AgentConfig

@@ -2,12 +2,18 @@
 
 import json
 import random
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from ttsi.benchmarks import get_benchmark
 from ttsi.shift.derive import OUT_DIR, derive, eligible, examples_in, load_split, make_query, tool_names, words, write
 from ttsi.shift.recipe import training_examples
+
+from .conftest import weather_task
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +111,26 @@ def test_benchmark_scores_values_as_text(shipped):
     assert bench.score(task, json.dumps([{"name": "nope", "arguments": {}}])).reason == "wrong_function"
     assert bench.subsets(task) == ["templated"]
     assert set(bench.splits) == {"ood", "id", "ood_train", "train"}
+
+
+def _script(name: str) -> Path:
+    return Path(__file__).resolve().parents[1] / "scripts" / name
+
+
+def test_lexical_tool_choice_picks_the_tool_whose_words_the_request_uses():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tool_choice_baseline", _script("tool_choice_baseline.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    task = weather_task()
+    assert module.lexical_choice(task).name == "get_weather"
+    assert module.lexical_choice(weather_task(messages=[{"role": "user", "content": "Send an email to Bo"}])).name \
+        == "send_email"
+
+
+def test_the_tool_choice_baseline_script_prints_each_split():
+    out = subprocess.run([sys.executable, str(_script("tool_choice_baseline.py")), "--splits", "ood_train"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.fullmatch(r"ood_train: \d+/300 \(\d+\.\d%\) right tool; templated \d+/300\n", out.stdout)
