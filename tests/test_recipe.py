@@ -66,6 +66,22 @@ def test_recipe_is_deterministic(small_data, tmp_path):
     assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
 
 
+def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, monkeypatch):
+    from ttsi import tiny
+    from ttsi.evaluation import summary
+
+    head = ["at-start"]
+    train = tiny.train_causal_lm
+
+    def train_and_commit(*args, **kwargs):  # the checkout moves on while the model trains
+        head[0] = "later"
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(tiny, "train_causal_lm", train_and_commit)
+    monkeypatch.setattr(summary, "git_commit", lambda: head[0])
+    assert train_base(tmp_path / "a", SMALL, data=small_data)["git_commit"] == "at-start"
+
+
 def test_teacher_continues_from_the_base(small_data, tmp_path):
     train_base(tmp_path / "base", SMALL, data=small_data)
     info = train_teacher(tmp_path / "base", tmp_path / "teacher", TeacherRecipe(steps=2, batch_size=2),

@@ -185,7 +185,7 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
 
     from ttsi.tiny import build_tiny_model, train_causal_lm, train_tokenizer
 
-    start = time.perf_counter()
+    start = _started()
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
                               recipe.rename_fraction)
@@ -226,7 +226,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
 
     from ttsi.tiny import train_causal_lm
 
-    start = time.perf_counter()
+    start = _started()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
@@ -247,17 +247,24 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
                       base=str(base_dir), ood_repeat=repeat)
 
 
-def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float], start: float,
-               data: Path, **extra: Any) -> dict[str, Any]:
-    """`train_info.json` beside the weights: the recipe, the data counts, time, versions and commit."""
+def _started() -> tuple[float, str | None]:
+    """When a run starts and the commit it starts from (read now: the checkout may move on while it trains)."""
+    from ttsi.evaluation.summary import git_commit
+
+    return time.perf_counter(), git_commit()
+
+
+def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float],
+               start: tuple[float, str | None], data: Path, **extra: Any) -> dict[str, Any]:
+    """`train_info.json` beside the weights: the recipe, the data counts, time, versions and starting commit."""
     import torch
 
-    from ttsi.evaluation.summary import git_commit, versions
+    from ttsi.evaluation.summary import versions
 
     info = {"recipe": dataclasses.asdict(recipe), "examples": examples, "tasks": tasks,
-            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - start),
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - start[0]),
             "torch_threads": torch.get_num_threads(), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
             "data": json.loads((data / "PROVENANCE.json").read_text())["counts"], "versions": versions(),
-            "git_commit": git_commit(), **extra}
+            "git_commit": start[1], **extra}
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
