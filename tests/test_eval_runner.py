@@ -110,7 +110,9 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(toy_dir, tmp_pat
     final = read_records(results)
     assert len(final) == 2 * KILL_LIMIT and len({(r["id"], r["seed"]) for r in final}) == 2 * KILL_LIMIT
     # deterministic per input and seed, so the resumed run equals the uninterrupted one record for record
-    assert _strip(final) == _strip(uninterrupted)
+    for got, want in zip(_strip(final), _strip(uninterrupted), strict=True):
+        differ = {k: (got.get(k), want.get(k)) for k in got.keys() | want.keys() if got.get(k) != want.get(k)}
+        assert not differ, f"{got['id']} seed {got['seed']} after the resume differs from one go: {differ}"
 
 
 def test_resume_refuses_other_settings_and_eval_refuses_bad_options(toy_dir, tmp_path):
