@@ -5,7 +5,6 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -13,7 +12,7 @@ from ttsi.benchmarks import get_benchmark
 from ttsi.shift.derive import OUT_DIR, derive, eligible, examples_in, load_split, make_query, tool_names, words, write
 from ttsi.shift.recipe import training_examples
 
-from .conftest import weather_task
+from .conftest import SCRIPTS, load_script, weather_task
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +112,8 @@ def test_benchmark_scores_values_as_text(shipped):
     assert set(bench.splits) == {"ood", "id", "ood_train", "train"}
 
 
-def _script(name: str) -> Path:
-    return Path(__file__).resolve().parents[1] / "scripts" / name
-
-
 def test_lexical_tool_choice_picks_the_tool_whose_words_the_request_uses():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tool_choice_baseline", _script("tool_choice_baseline.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("tool_choice_baseline")
     task = weather_task()
     assert module.lexical_choice(task).name == "get_weather"
     assert module.lexical_choice(weather_task(messages=[{"role": "user", "content": "Send an email to Bo"}])).name \
@@ -130,7 +121,7 @@ def test_lexical_tool_choice_picks_the_tool_whose_words_the_request_uses():
 
 
 def test_the_tool_choice_baseline_script_prints_each_split():
-    out = subprocess.run([sys.executable, str(_script("tool_choice_baseline.py")), "--splits", "ood_train"],
+    out = subprocess.run([sys.executable, str(SCRIPTS / "tool_choice_baseline.py"), "--splits", "ood_train"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"ood_train: \d+/300 \(\d+\.\d%\) right tool; templated \d+/300\n", out.stdout)

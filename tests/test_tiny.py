@@ -5,7 +5,6 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +12,8 @@ from transformers import AutoModelForCausalLM
 
 from ttsi.learn import IGNORE, collate
 from ttsi.tiny import answer_loss, length_grouped, tiny_config
+
+from .conftest import SCRIPTS, load_script
 
 
 def _examples(lengths: list[int], seed: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -61,7 +62,7 @@ def test_length_grouped_on_fewer_examples_than_a_batch():
 
 
 def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_train_base.py"
+    script = SCRIPTS / "bench_train_base.py"
     out = subprocess.run([sys.executable, str(script), "--steps", "5", "--examples", "40"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -69,16 +70,6 @@ def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
     assert any(line.strip().startswith("before") and "s/step" in line for line in lines)
     assert any(line.strip().startswith("after") and "s/step" in line for line in lines)
     assert re.search(r"speed-up: \d+\.\d\dx", out.stdout)
-
-
-def _load_probe():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "probe_copy.py"
-    spec = importlib.util.spec_from_file_location("probe_copy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Copier(torch.nn.Module):
@@ -99,14 +90,14 @@ class _Copier(torch.nn.Module):
 
 
 def test_copy_probe_scores_a_perfect_copier_1_and_a_constant_guess_0(tokenizer):
-    probe = _load_probe()
+    probe = load_script("probe_copy")
     assert len(tokenizer("\n", add_special_tokens=False)["input_ids"]) == 1
     assert probe.copy_accuracy(_Copier(len(tokenizer), perfect=True), tokenizer, spans=20) == 1.0
     assert probe.copy_accuracy(_Copier(len(tokenizer), perfect=False), tokenizer, spans=20) == 0.0
 
 
 def test_the_copy_probe_script_runs_on_a_model_directory(qwen_dir):
-    script = Path(__file__).resolve().parents[1] / "scripts" / "probe_copy.py"
+    script = SCRIPTS / "probe_copy.py"
     out = subprocess.run([sys.executable, str(script), str(qwen_dir), "--spans", "5"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr

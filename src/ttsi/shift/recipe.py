@@ -243,8 +243,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
     return _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
-                      start, data,
-                      base=str(base_dir), ood_repeat=repeat)
+                      start, data, base=str(base_dir), ood_repeat=repeat)
 
 
 def _started() -> tuple[float, str | None]:
@@ -255,16 +254,17 @@ def _started() -> tuple[float, str | None]:
 
 
 def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float],
-               start: tuple[float, str | None], data: Path, **extra: Any) -> dict[str, Any]:
+               started: tuple[float, str | None], data: Path, **extra: Any) -> dict[str, Any]:
     """`train_info.json` beside the weights: the recipe, the data counts, time, versions and starting commit."""
     import torch
 
     from ttsi.evaluation.summary import versions
 
+    start, commit = started
     info = {"recipe": dataclasses.asdict(recipe), "examples": examples, "tasks": tasks,
-            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - start[0]),
+            "parameters": sum(p.numel() for p in model.parameters()), "seconds": round(time.perf_counter() - start),
             "torch_threads": torch.get_num_threads(), "final_loss": sum(losses[-50:]) / len(losses[-50:]),
             "data": json.loads((data / "PROVENANCE.json").read_text())["counts"], "versions": versions(),
-            "git_commit": start[1], **extra}
+            "git_commit": commit, **extra}
     (out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
