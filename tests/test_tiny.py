@@ -37,6 +37,40 @@ def test_answer_loss_is_the_models_loss_on_a_right_padded_batch(arch):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+def test_weighted_answer_loss_is_a_weighted_mean_over_the_labelled_positions():
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("qwen2", 300, hidden=32, pad_token_id=0))
+    examples = _examples([5, 12, 9])
+    batch = collate(examples, pad_id=0)
+    ones = torch.ones(batch["input_ids"].shape)
+    assert torch.allclose(answer_loss(model, batch, ones), answer_loss(model, batch), atol=1e-6)
+    weights = torch.rand(batch["input_ids"].shape) * 5
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    logits = model(input_ids=batch["input_ids"]).logits[:, :-1][keep]
+    each = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
+    want = (each * weights[:, 1:][keep]).sum() / weights[:, 1:][keep].sum()
+    assert torch.allclose(answer_loss(model, batch, weights), want, atol=1e-5)
+    assert not torch.allclose(want, answer_loss(model, batch), atol=1e-4)
+
+
+def test_emphasised_pairs_weigh_the_tokens_in_the_spans_and_encode_as_encode_pair(tokenizer):
+    from ttsi.learn import encode_pair
+    from ttsi.shift.recipe import call_names
+    from ttsi.tiny import _weighted_pair
+
+    answer = 'Request: Add it.\nAnswer: [{"name": "addFeature", "arguments": {"name": "x"}}, {"name": "getPose"}]'
+    assert [answer[a:b] for a, b in call_names(answer)] == ["addFeature", "x", "getPose"]  # "x": a "name" argument
+    prompt = "<|im_start|>user\nhi<|im_end|>\n"
+    ids, labels, weights = _weighted_pair(tokenizer, prompt, answer, call_names, 4.0)
+    assert (ids, labels) == encode_pair(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], prompt,
+                                        answer, [tokenizer.eos_token_id])
+    n = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert weights[:n] == [0.0] * n and set(weights[n:]) == {1.0, 4.0} and len(weights) == len(ids)
+    heavy = tokenizer.decode([i for i, w in zip(ids, weights, strict=True) if w == 4.0])
+    assert "addFeature" in heavy and "getPose" in heavy and "Request" not in heavy and "arguments" not in heavy
+
+
 def test_length_grouped_batches_pad_less_and_draw_every_example_alike():
     examples = _examples([random.Random(i).randint(5, 60) for i in range(40)])
     batches = length_grouped(examples, batch_size=4, rng=random.Random(0))
@@ -102,3 +136,22 @@ def test_the_copy_probe_script_runs_on_a_model_directory(qwen_dir):
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert re.search(r"copies \d+\.\d% of random-span tokens \(5 spans, seed 0\)", out.stdout)
+
+
+def test_the_camel_split_cuts_names_into_words_and_is_qwen2s_split_otherwise():
+    from ttsi.tiny import CAMEL_SPLIT, QWEN2_SPLIT, train_tokenizer
+
+    texts = ['{"name": "getWeatherForecast", "arguments": {"city": "Paris"}} get the weather forecast',
+             "HTTPServer listens; the JSONData is parsed 3 times"] * 20
+    camel, plain = (train_tokenizer(texts, vocab_size=300, split=s) for s in (CAMEL_SPLIT, QWEN2_SPLIT))
+    pieces = camel.convert_ids_to_tokens(camel("getWeatherForecast HTTPServer")["input_ids"])
+    words = ["get", "Weather", "Forecast", "ĠHTTP", "Server"]  # Ġ: byte-level space
+    ends = {sum(len(w) for w in words[:i + 1]) for i in range(len(words))}
+    cuts = {sum(len(p) for p in pieces[:i + 1]) for i in range(len(pieces))}
+    assert ends <= cuts  # no piece crosses a word boundary
+    split = [[w for w, _ in t.backend_tokenizer.pre_tokenizer.pre_tokenize_str("getWeatherForecast, 3 times")]
+             for t in (camel, plain)]
+    assert split == [["get", "Weather", "Forecast", ",", "Ġ", "3", "Ġtimes"],
+                     ["getWeatherForecast", ",", "Ġ", "3", "Ġtimes"]]
+    prose = "the weather, 3 times; Paris"
+    assert camel(prose)["input_ids"] and camel.decode(camel(prose)["input_ids"]) == prose

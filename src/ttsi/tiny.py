@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,22 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 # Qwen2's pre-tokenizer split, so tiny models cut text into the same pre-tokens as the paper's model.
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                r"\s*[\r\n]+|\s+(?!\S)|\s+")
+# The same, except that a run of letters is also cut where a lowercase letter meets an uppercase one ("get",
+# "Weather", "Forecast"; "HTTP", "Server"), so that a small vocabulary codes a camelCase name's words as it codes
+# them in prose instead of in arbitrary pieces of the whole name.
+CAMEL_SPLIT = QWEN2_SPLIT.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+",
+                                  r"[^\r\n\p{L}\p{N}]?(?:\p{Lu}+(?!\p{Ll})|\p{Lu}?\p{Ll}+|\p{L}+)")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, chat_template: str | None = CHATML_TEMPLATE) -> Any:
-    """A byte-level BPE tokenizer with Qwen2's pre-tokenization, trained on `texts` (deterministic)."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, chat_template: str | None = CHATML_TEMPLATE,
+                    split: str = QWEN2_SPLIT) -> Any:
+    """A byte-level BPE tokenizer with Qwen2's pre-tokenization (or `split`), trained on `texts` (deterministic)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
     core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.Split(Regex(split), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
@@ -76,43 +83,140 @@ def build_tiny_model(out_dir: str | Path, tokenizer: Any, arch: str = "qwen2", s
 
 def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]], steps: int, lr: float = 3e-3,
                     batch_size: int = 16, seed: int = 0, progress: Callable[[int, float], None] | None = None,
-                    checkpoint: Callable[[int, Any], None] | None = None, every: int = 200) -> list[float]:
+                    checkpoint: Callable[[int, Any], None] | None = None, every: int = 200,
+                    emphasis: tuple[Callable[[str], list[tuple[int, int]]], float] | None = None,
+                    workers: int = 1) -> list[float]:
     """Full-parameter training on (prompt text, answer text) pairs, loss on answer tokens; returns step losses.
 
     `checkpoint(step, model)` is called every `every` steps (e.g. to save it, so a long run can be inspected).
+    `emphasis = (spans, weight)`: the answer tokens that overlap `spans(answer)` (character ranges) count
+    `weight` times in the loss, the others once (a weighted mean); without it the loss is the plain mean.
+    `workers > 1` trains data-parallel (`ttsi.data_parallel`): every process draws the same batches and takes
+    its share of each, and their gradients are added up, so each step is the single-process step on the same
+    batch up to float rounding, in about 1 / `workers` of the time when the cores are free.
     """
-    from ttsi.learn import collate, encode_pair
-
-    rng = random.Random(seed)
-    torch.manual_seed(seed)
+    from ttsi.learn import encode_pair
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    encoded = [encode_pair(encode, prompt, answer, [tokenizer.eos_token_id]) for prompt, answer in examples]
-    batches = length_grouped(encoded, batch_size, rng)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
+    encoded: list[tuple[list[int], ...]]
+    if emphasis is None:
+        encoded = [encode_pair(encode, prompt, answer, [tokenizer.eos_token_id]) for prompt, answer in examples]
+    else:
+        encoded = [_weighted_pair(tokenizer, prompt, answer, *emphasis) for prompt, answer in examples]
+    loop = _Loop(steps, lr, batch_size, seed, tokenizer.pad_token_id, weighted=emphasis is not None)
+    if workers == 1:
+        return _train(model, encoded, loop, progress, checkpoint, every)
+    if workers < 1 or min(batch_size, len(encoded)) < workers:
+        raise ValueError(f"workers must be between 1 and the batch size ({min(batch_size, len(encoded))}), "
+                         f"not {workers}")
+    import io
+
+    from ttsi import data_parallel
+
+    state = io.BytesIO()
+    torch.save(model.state_dict(), state)
+    return data_parallel.run(workers, lambda: _train(model, encoded, loop, progress, checkpoint, every),
+                             _train_helper, (model.config, state.getvalue(), encoded, loop))
+
+
+@dataclass(frozen=True)
+class _Loop:
+    steps: int
+    lr: float
+    batch_size: int
+    seed: int
+    pad_id: int
+    weighted: bool
+
+
+def _train(model: Any, encoded: list[Any], loop: _Loop, progress: Callable[[int, float], None] | None = None,
+           checkpoint: Callable[[int, Any], None] | None = None, every: int = 200) -> list[float]:
+    """The training loop of `train_causal_lm`, in one process or as one rank of a data-parallel group."""
+    from ttsi import data_parallel
+    from ttsi.learn import collate
+
+    rank, world = data_parallel.rank_and_size()
+    rng = random.Random(loop.seed)
+    torch.manual_seed(loop.seed)
+    batches = length_grouped(encoded, loop.batch_size, rng)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, loop.steps // 20)
     model.train()
     losses = []
-    for step in range(steps):
-        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
+    for step in range(loop.steps):
+        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / loop.steps))
         for group in optimizer.param_groups:
-            group["lr"] = lr * scale
-        loss = answer_loss(model, collate(next(batches), tokenizer.pad_token_id))
-        loss.backward()
+            group["lr"] = loop.lr * scale
+        batch = next(batches)
+        mine = batch[rank::world]
+        inputs = collate([(ids, labels) for ids, labels, *_ in mine], loop.pad_id)
+        weights = _pad_weights(mine) if loop.weighted else None
+        if world == 1:
+            loss = answer_loss(model, inputs, weights)
+            loss.backward()
+        else:  # each rank's share of the batch mean; their sum is the mean over the whole batch
+            loss = answer_loss(model, inputs, weights, denominator=sum(_supervised(ex) for ex in batch))
+            loss.backward()
+            loss = data_parallel.sum_gradients(model, loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if progress:
             progress(step, losses[-1])
-        if checkpoint and (step + 1) % every == 0 and step + 1 < steps:
+        if checkpoint and (step + 1) % every == 0 and step + 1 < loop.steps:
             model.eval()
             checkpoint(step + 1, model)
             model.train()
     model.eval()
     return losses
+
+
+def _train_helper(config: Any, state: bytes, encoded: list[Any], loop: _Loop) -> None:
+    """A data-parallel rank other than 0: the same model from `state`, the same loop; its copy is then dropped."""
+    import io
+
+    from transformers import AutoModelForCausalLM
+
+    weights = torch.load(io.BytesIO(state), weights_only=True)
+    model = AutoModelForCausalLM.from_config(config).to(next(iter(weights.values())).dtype)
+    model.load_state_dict(weights)
+    _train(model, encoded, loop)
+
+
+def _supervised(example: tuple[Any, ...]) -> float:
+    """How much `example` adds to the loss's denominator: its labelled tokens, or their weights if it has them."""
+    from ttsi.learn import IGNORE
+
+    labels = example[1][1:]
+    if len(example) < 3:
+        return float(sum(label != IGNORE for label in labels))
+    return float(sum(w for label, w in zip(labels, example[2][1:], strict=True) if label != IGNORE))
+
+
+def _weighted_pair(tokenizer: Any, prompt: str, answer: str, spans: Callable[[str], list[tuple[int, int]]],
+                   weight: float) -> tuple[list[int], list[int], list[float]]:
+    """(input ids, labels, loss weights): `encode_pair`'s ids and labels, with `weight` on the emphasised tokens."""
+    from ttsi.learn import IGNORE
+
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    coded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    ranges = spans(answer)
+    weights = [weight if any(a < end and start < b for start, end in ranges) else 1.0
+               for a, b in coded["offset_mapping"]]
+    answer_ids = coded["input_ids"] + [tokenizer.eos_token_id]
+    return (prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids,
+            [0.0] * len(prompt_ids) + weights + [1.0])
+
+
+def _pad_weights(batch: list[tuple[list[int], list[int], list[float]]]) -> torch.Tensor:
+    width = max(len(ids) for ids, _, _ in batch)
+    out = torch.zeros((len(batch), width))
+    for row, (_, _, weights) in enumerate(batch):
+        out[row, : len(weights)] = torch.tensor(weights)
+    return out
 
 
 def length_grouped(encoded: list[Any], batch_size: int, rng: random.Random, group: int = 8) -> Iterator[list[Any]]:
@@ -131,8 +235,13 @@ def length_grouped(encoded: list[Any], batch_size: int, rng: random.Random, grou
         yield from cut
 
 
-def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def answer_loss(model: Any, batch: dict[str, torch.Tensor], weights: torch.Tensor | None = None,
+                denominator: float | None = None) -> torch.Tensor:
     """The causal LM loss of `model(**batch)`, computed for less: the LM head runs on the labelled positions only.
+
+    With `weights` (one per position, as `input_ids`), the loss is the weighted mean over the labelled positions.
+    With `denominator`, the (weighted) sum is divided by it instead of by this batch's own total: the batch's
+    share of the mean over a larger batch that it is part of (data-parallel training).
 
     Batches are right-padded, so no attention mask is needed: a causal model never looks ahead at the padding.
     Without the mask the attention takes its fused causal kernel, and the vocabulary projection and softmax run
@@ -144,4 +253,8 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+    if weights is None and denominator is None:
+        return torch.nn.functional.cross_entropy(logits.float(), labels[keep])
+    losses = torch.nn.functional.cross_entropy(logits.float(), labels[keep], reduction="none")
+    kept = weights[:, 1:][keep] if weights is not None else torch.ones_like(losses)
+    return (losses * kept).sum() / (kept.sum() if denominator is None else denominator)
