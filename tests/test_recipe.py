@@ -1,9 +1,11 @@
 """The base-model recipe: deterministic, trains on what it says, and `ttsi train-base` around it."""
 
+import dataclasses
 import json
 from collections import Counter
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from ttsi.shift import recipe
@@ -54,16 +56,48 @@ def test_real_requests_are_repeated_and_templated_ones_are_not():
     assert recipe.weighted(tasks, 1) == tasks
 
 
-def test_recipe_is_deterministic(small_data, tmp_path):
-    a = train_base(tmp_path / "a", SMALL, data=small_data)
-    b = train_base(tmp_path / "b", SMALL, data=small_data)
-    assert a["final_loss"] == b["final_loss"]
+@pytest.mark.parametrize("camel", [False, True], ids=["qwen2-split", "camel-split"])
+def test_recipe_is_deterministic(small_data, tmp_path, camel):
+    small = dataclasses.replace(SMALL, camel_split=camel)
+    a = train_base(tmp_path / "a", small, data=small_data)
+    b = train_base(tmp_path / "b", small, data=small_data)
+    assert a["final_loss"] == b["final_loss"] and a["recipe"]["camel_split"] is camel
+    split = json.loads((tmp_path / "a" / "tokenizer.json").read_text())["pre_tokenizer"]["pretokenizers"][0]
+    assert ("Lu" in json.dumps(split)) is camel
     wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
     assert a["tasks"] == 30 and a["recipe"]["steps"] == 3
     info = json.loads((tmp_path / "a" / "train_info.json").read_text())
     assert info["parameters"] > 0 and info["recipe"]["hidden"] == 32
     assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
+
+
+def test_two_workers_train_the_recipe_to_the_one_process_weights_up_to_rounding(small_data, tmp_path):
+    one = train_base(tmp_path / "a", SMALL, data=small_data)
+    two = train_base(tmp_path / "b", SMALL, data=small_data, workers=2)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert two["final_loss"] == pytest.approx(one["final_loss"], rel=1e-4)
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+
+
+def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
+    import dataclasses
+
+    from ttsi import tiny
+
+    seen = []
+    train = tiny.train_causal_lm
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("emphasis"))
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(tiny, "train_causal_lm", spy)
+    plain = train_base(tmp_path / "a", SMALL, data=small_data)
+    heavy = train_base(tmp_path / "b", dataclasses.replace(SMALL, name_weight=4.0), data=small_data)
+    assert seen[:2] == [None, None] and seen[2] is None and seen[3] == (recipe.call_names, 4.0)  # copy, task
+    assert heavy["recipe"]["name_weight"] == 4.0 and plain["final_loss"] != heavy["final_loss"]
 
 
 def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, monkeypatch):
@@ -114,12 +148,14 @@ def test_the_loss_covers_request_and_answer_but_never_the_tool_list(tokenizer):
         assert supervised(tokenizer, messages, reply, request_loss=False) == (full, reply)
 
 
-def test_renamed_examples_stay_consistent_and_teach_copying():
+@pytest.mark.parametrize("words", ["names", "description"])
+def test_renamed_examples_stay_consistent_and_teach_copying(words):
     import json as _json
 
     tasks = load_split("train")[:80]
     real_names = {t.name for task in tasks for t in task.tools}
-    pairs = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0, rename_fraction=1.0)
+    pairs = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0, rename_fraction=1.0,
+                              rename_words=words)
     made_up = []
     for messages, reply in pairs:
         shown = {_json.loads(line)["name"] for m in messages for line in m["content"].splitlines()
@@ -133,3 +169,61 @@ def test_renamed_examples_stay_consistent_and_teach_copying():
     assert sum(made_up) > 0.9 * len(made_up)  # a made-up name only rarely happens to be a real one
     plain = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0, rename_fraction=0.0)
     assert all(_json.loads(r.split("Answer: ")[-1])[0]["name"] in real_names for _, r in plain)
+
+
+def test_names_made_from_a_description_use_its_words_after_the_real_verb():
+    import itertools
+    import json as _json
+    import re
+
+    from ttsi.shift.recipe import _name_words
+
+    tasks = load_split("train")[:80]
+    pairs = training_examples(tasks, seed=0, synthesis_fraction=0.0, demo_fraction=0.0, rename_fraction=1.0,
+                              rename_words="description")
+    assert len(pairs) == len(tasks)
+    changed = []
+    for task in tasks:  # match each answer example to its task by the request
+        messages, _ = next(p for p in pairs if p[0][-1]["content"] == task.query)
+        tools = [_json.loads(line) for line in messages[0]["content"].splitlines() if line.startswith('{"name": ')]
+        for real, shown in zip(task.tools, tools, strict=True):
+            assert shown["description"] == real.description
+            changed.append(shown["name"] != real.name)
+            verb = _name_words(real.name)[0]
+            assert shown["name"].startswith(verb)
+            words = list(dict.fromkeys(re.findall(r"[a-z0-9]+", real.description.lower())))
+            rest = shown["name"][len(verb):].lower()  # 1-3 of the description's words, in their order
+            assert any("".join(c) == rest for k in (1, 2, 3) for c in itertools.combinations(words, k))
+    assert sum(changed) > 0.8 * len(changed)  # it can hit the real name, but rarely
+    with pytest.raises(ValueError, match="rename_words"):
+        training_examples(tasks, seed=0, synthesis_fraction=0.0, demo_fraction=0.0, rename_words="random")
+
+
+def test_train_base_set_changes_recipe_fields_and_names_bad_ones(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ttsi.cli import app
+
+    seen = []
+
+    def fake(out, recipe, **kwargs):
+        seen.append(recipe)
+        assert kwargs["workers"] == 2
+        return {"parameters": 1, "seconds": 0, "final_loss": 0.0}
+
+    monkeypatch.setattr(recipe, "train_base", fake)
+    runner = CliRunner()
+    args = ["train-base", "--out", str(tmp_path / "m"), "--set", "rename_fraction=0", "--set", "name_weight=4",
+            "--set", "request_loss=false", "--set", "splits=train,ood_train", "--set", "rename_words=description",
+            "--workers", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert seen == [Recipe(rename_fraction=0.0, name_weight=4.0, request_loss=False, splits=("train", "ood_train"),
+                           rename_words="description")]
+    for bad, message in [("nope=1", "FIELD one of splits, hidden"), ("steps", "expected FIELD=VALUE"),
+                         ("steps=many", "steps must be an integer, like its default 3600"),
+                         ("request_loss=maybe", "request_loss must be true or false")]:
+        result = runner.invoke(app, ["train-base", "--out", str(tmp_path / "m"), "--set", bad])
+        assert result.exit_code == 2 and message in result.stderr, (bad, result.output)
+    result = runner.invoke(app, ["train-base", "--out", str(tmp_path / "m"), "--workers", "17"])
+    assert result.exit_code == 2 and "--workers 17: each worker takes a share of every batch" in result.stderr
+    assert len(seen) == 1

@@ -45,6 +45,7 @@ class Recipe:
     kv_heads: int = 2
     intermediate: int = 384
     vocab_size: int = 2048
+    camel_split: bool = False  # the tokenizer also cuts camelCase names into their words (`ttsi.tiny.CAMEL_SPLIT`)
     steps: int = 3600
     batch_size: int = 16
     lr: float = 3e-3
@@ -53,6 +54,8 @@ class Recipe:
     synthesis_fraction: float = 0.5  # share of tasks that also teach the synthesis instruction
     demo_fraction: float = 0.1  # share of answer examples preceded by one demonstration (few-shot)
     rename_fraction: float = 0.5  # share of examples whose tools get made-up names (copy, don't memorise)
+    rename_words: str = "names"  # made-up names from other tools' name words, or from the tool's "description"
+    name_weight: float = 1.0  # loss weight of the tool-name tokens in every call the model writes (others: 1)
     copy_steps: int = 600  # warm-up first: repeat a span of the training text (see `copy_examples`)
     copy_batch_size: int = 32
     real_repeat: int = 4  # each real Seal-Tools request appears this often (see `weighted`)
@@ -72,17 +75,51 @@ class TeacherRecipe:
     synthesis_fraction: float = 0.5
     demo_fraction: float = 0.1
     rename_fraction: float = 0.5
+    rename_words: str = "names"
+
+
+def with_settings(recipe: Any, settings: list[str]) -> Any:
+    """`recipe` with FIELD=VALUE settings applied (`ttsi train-base --set`), each value parsed as its field's type."""
+    from ttsi.errors import ConfigError
+
+    fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        name = name.strip()
+        if not sep or name not in fields:
+            raise ConfigError(f"--set {setting!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        default = fields[name]
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false"):
+                    raise ValueError
+                value: Any = text.lower() == "true"
+            elif isinstance(default, tuple):
+                value = tuple(x.strip() for x in text.split(",") if x.strip())
+            else:
+                value = type(default)(text)
+        except ValueError:
+            kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "text")
+            raise ConfigError(f"--set {setting!r}: {name} must be {kind}, like its default {default!r}") from None
+        changes[name] = value
+    return dataclasses.replace(recipe, **changes)
 
 
 def training_examples(tasks: list[Task], seed: int, synthesis_fraction: float, demo_fraction: float,
-                      rename_fraction: float = 0.0) -> list[tuple[Messages, str]]:
+                      rename_fraction: float = 0.0, rename_words: str = "names") -> list[tuple[Messages, str]]:
     """(messages, reply) pairs: every task's answer, and for a share of them a synthesis reply for its tools.
 
     A synthesis reply is another request for the same gold tool with its call; a demonstration is another
     request for the same tool with its answer, shown before the task as TT-ICL shows its synthetic pairs. In a
     `rename_fraction` share of the examples every tool gets a made-up name (consistently in the tool list, the
     demonstration and the reply), so that the only way to write the right name is to copy it from the prompt.
+    `rename_words` says where a made-up name's words come from: "names", random words of other tools' names (the
+    name says nothing about the tool), or "description", words of the tool's own description (the name still
+    shares words with the request, as real names do, but cannot be remembered).
     """
+    if rename_words not in ("names", "description"):
+        raise ValueError(f"rename_words must be 'names' or 'description', not {rename_words!r}")
     rng = random.Random(seed)
     fmt = get_format("json")
     by_tool: dict[str, list[Task]] = defaultdict(list)
@@ -93,7 +130,8 @@ def training_examples(tasks: list[Task], seed: int, synthesis_fraction: float, d
     for task in tasks:
         assert task.answer is not None
         siblings = [t for t in by_tool[task.answer[0].name] if t.query != task.query]
-        names = _renaming(task, rng, words) if words and rng.random() < rename_fraction else {}
+        names = ({} if not words or rng.random() >= rename_fraction
+                 else _renaming(task, rng, words) if rename_words == "names" else _described(task, rng))
         shown = _renamed(task, names)
         demos = ()
         if siblings and rng.random() < demo_fraction:
@@ -128,6 +166,25 @@ def _renaming(task: Task, rng: random.Random, words: list[str]) -> dict[str, str
     for tool in task.tools:
         verb = (_name_words(tool.name) or ["call"])[0]
         out[tool.name] = verb + "".join(w[:1].upper() + w[1:] for w in rng.sample(words, rng.randint(1, 3)))
+    return out
+
+
+_STOP = frozenset({"a", "an", "and", "any", "are", "as", "at", "be", "by", "certain", "for", "from", "given", "in",
+                   "into", "is", "it", "its", "of", "on", "or", "particular", "specific", "the", "their", "this", "to",
+                   "with"})
+
+
+def _described(task: Task, rng: random.Random) -> dict[str, str]:
+    """A made-up name for each of the task's tools: its verb, then 1-3 words of its description, in their order."""
+    out = {}
+    for tool in task.tools:
+        verb = (_name_words(tool.name) or ["call"])[0]
+        words = [w for w in dict.fromkeys(re.findall(r"[a-z0-9]+", tool.description.lower()))
+                 if w not in _STOP and w != verb.lower()]
+        if not words:
+            continue
+        picked = sorted(rng.sample(range(len(words)), min(len(words), rng.randint(1, 3))))
+        out[tool.name] = verb + "".join(words[i][:1].upper() + words[i][1:] for i in picked)
     return out
 
 
@@ -174,23 +231,39 @@ def supervised(tokenizer: Any, messages: Messages, reply: str, request_loss: boo
     return context, full[len(context):] + reply
 
 
+_CALL_NAME = re.compile(r'"name": "([^"]*)"')
+
+
+def call_names(text: str) -> list[tuple[int, int]]:
+    """The character ranges of the tool names in the JSON calls of `text` (for `Recipe.name_weight`).
+
+    It takes the value of every `"name": "..."` pair, so an argument called `name` counts too (1.7% of the
+    training answers have one); the runs that measured `name_weight` used exactly this.
+    """
+    return [m.span(1) for m in _CALL_NAME.finditer(text)]
+
+
 def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_DIR,
-                progress: Callable[[int, float], None] | None = None, checkpoints: bool = False) -> dict[str, Any]:
+               progress: Callable[[int, float], None] | None = None, checkpoints: bool = False,
+               workers: int = 1) -> dict[str, Any]:
     """Train a tokenizer and a Qwen2-architecture model from scratch; save both and `train_info.json`.
 
     With `checkpoints`, the model is also saved every 200 steps to `out_dir/checkpoint-STEP` (with its tokenizer).
+    `workers > 1` trains data-parallel on that many processes (the same steps up to float rounding, so the
+    weights are reproducible for a given number of workers, not across numbers of workers).
     """
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ttsi.tiny import build_tiny_model, train_causal_lm, train_tokenizer
+    from ttsi.tiny import CAMEL_SPLIT, QWEN2_SPLIT, build_tiny_model, train_causal_lm, train_tokenizer
 
     start = _started()
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
-                              recipe.rename_fraction)
+                              recipe.rename_fraction, recipe.rename_words)
     corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]
-    tokenizer = train_tokenizer(corpus, vocab_size=recipe.vocab_size)
+    tokenizer = train_tokenizer(corpus, vocab_size=recipe.vocab_size,
+                                split=CAMEL_SPLIT if recipe.camel_split else QWEN2_SPLIT)
     out = build_tiny_model(out_dir, tokenizer, seed=recipe.seed, hidden=recipe.hidden, layers=recipe.layers,
                            heads=recipe.heads, kv_heads=recipe.kv_heads, intermediate=recipe.intermediate)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
@@ -200,13 +273,17 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
         texts = [context + reply for context, reply in examples]
         spans = copy_examples(texts, tokenizer, recipe.copy_steps * recipe.copy_batch_size, recipe.seed)
         copy_losses = train_causal_lm(model, tokenizer, spans, steps=recipe.copy_steps, lr=recipe.lr,
-                                      batch_size=recipe.copy_batch_size, seed=recipe.seed, progress=progress)
+                                      batch_size=recipe.copy_batch_size, seed=recipe.seed, progress=progress,
+                                      workers=workers)
     shifted = (lambda step, loss: progress(recipe.copy_steps + step, loss)) if progress else None
     losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
                              batch_size=recipe.batch_size, seed=recipe.seed, progress=shifted,
-                             checkpoint=_saver(out, tokenizer) if checkpoints else None)
+                             checkpoint=_saver(out, tokenizer) if checkpoints else None,
+                             emphasis=(call_names, recipe.name_weight) if recipe.name_weight != 1.0 else None,
+                             workers=workers)
     model.save_pretrained(out)
     return _save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
+                      workers=workers,
                       copy_final_loss=sum(copy_losses[-50:]) / len(copy_losses[-50:]) if copy_losses else None)
 
 
@@ -219,7 +296,8 @@ def _saver(out: Path, tokenizer: Any) -> Callable[[int, Any], None]:
 
 
 def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherRecipe = TeacherRecipe(),
-                  data: Path = OUT_DIR, progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+                  data: Path = OUT_DIR, progress: Callable[[int, float], None] | None = None,
+                  workers: int = 1) -> dict[str, Any]:
     """Continue the base model's training on in-domain plus labelled out-of-domain data; save the teacher."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -232,18 +310,18 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
     tasks["train"] = weighted(tasks["train"], recipe.real_repeat)
     inside, outside = (training_examples(tasks[s], recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
-                                         recipe.rename_fraction) for s in ("train", "ood_train"))
+                                         recipe.rename_fraction, recipe.rename_words) for s in ("train", "ood_train"))
     repeat = max(1, round(recipe.ood_share / (1 - recipe.ood_share) * len(inside) / len(outside)))
     pairs = inside + outside * repeat
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
     losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
-                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress)
+                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress, workers=workers)
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
     return _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
-                      start, data, base=str(base_dir), ood_repeat=repeat)
+                      start, data, workers=workers, base=str(base_dir), ood_repeat=repeat)
 
 
 def _started() -> tuple[float, str | None]:
