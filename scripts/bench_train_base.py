@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 
 from ttsi.learn import collate, encode_pair
 from ttsi.shift.derive import load_split
-from ttsi.shift.recipe import Recipe, supervised, training_examples
-from ttsi.tiny import answer_loss, length_grouped, tiny_config, train_tokenizer
+from ttsi.shift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
+from ttsi.tiny import answer_loss, length_grouped, tiny_config
 
 
 def main() -> None:
@@ -29,13 +29,11 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=3000, help="training tasks to draw examples from")
     args = parser.parse_args()
     r = Recipe()
-    pairs = training_examples(load_split("train")[: args.examples], r.seed, r.synthesis_fraction, r.demo_fraction,
-                              r.rename_fraction)
-    tokenizer = train_tokenizer([m["content"] for ms, _ in pairs for m in ms] + [a for _, a in pairs], r.vocab_size)
+    pairs = recipe_pairs(r, load_split("train")[: args.examples])
+    tokenizer = recipe_tokenizer(r, pairs)
     encoded = [encode_pair(lambda t: tokenizer(t, add_special_tokens=False)["input_ids"], *supervised(
         tokenizer, m, a, r.request_loss), [tokenizer.eos_token_id]) for m, a in pairs]
-    config = tiny_config("qwen2", len(tokenizer), hidden=r.hidden, layers=r.layers, heads=r.heads,
-                         kv_heads=r.kv_heads, intermediate=r.intermediate, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_config("qwen2", len(tokenizer), pad_token_id=tokenizer.pad_token_id, **model_sizes(r))
 
     def plain_batches():
         rng = random.Random(0)

@@ -20,8 +20,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from ttsi.shift.derive import load_split
-from ttsi.shift.recipe import Recipe, supervised, training_examples
-from ttsi.tiny import tiny_config, train_causal_lm, train_tokenizer
+from ttsi.shift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
+from ttsi.tiny import tiny_config, train_causal_lm
 
 
 def main() -> None:
@@ -32,12 +32,10 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=3000, help="training tasks to draw examples from")
     args = parser.parse_args()
     r = Recipe()
-    pairs = training_examples(load_split("train")[: args.examples], r.seed, r.synthesis_fraction, r.demo_fraction,
-                              r.rename_fraction)
-    tokenizer = train_tokenizer([m["content"] for ms, _ in pairs for m in ms] + [a for _, a in pairs], r.vocab_size)
+    pairs = recipe_pairs(r, load_split("train")[: args.examples])
+    tokenizer = recipe_tokenizer(r, pairs)
     examples = [supervised(tokenizer, m, a, r.request_loss) for m, a in pairs]
-    config = tiny_config("qwen2", len(tokenizer), hidden=r.hidden, layers=r.layers, heads=r.heads,
-                         kv_heads=r.kv_heads, intermediate=r.intermediate, pad_token_id=tokenizer.pad_token_id)
+    config = tiny_config("qwen2", len(tokenizer), pad_token_id=tokenizer.pad_token_id, **model_sizes(r))
     torch.manual_seed(0)
     initial = AutoModelForCausalLM.from_config(config).state_dict()
     variants = {"1 process": 1, f"{args.workers} workers": args.workers}

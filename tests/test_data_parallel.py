@@ -1,5 +1,9 @@
 """Data-parallel training (`ttsi.data_parallel`, `train_causal_lm(workers=...)`): the same steps as one process."""
 
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -7,6 +11,8 @@ from transformers import AutoModelForCausalLM
 from ttsi import data_parallel
 from ttsi.shift.recipe import call_names
 from ttsi.tiny import tiny_config, train_causal_lm
+
+from .conftest import SCRIPTS
 
 
 def _pairs(n: int) -> list[tuple[str, str]]:
@@ -78,3 +84,12 @@ def test_rank_0_failing_stops_the_helpers_and_leaves_no_group():
         data_parallel.run(2, _failing_main, _adding_helper, ())  # the helper waits in all_reduce: it is stopped
     assert data_parallel.rank_and_size() == (0, 1)
     assert data_parallel.run(2, _reduce_once, _adding_helper, ()) == 2.0  # and a new group can start
+
+
+def test_the_workers_benchmark_prints_both_variants_and_the_ratio():
+    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_train_workers.py"), "--steps", "5", "--rounds", "1",
+                          "--examples", "40"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^\s+1 process\s+\d+\.\d{3} s/step$", out.stdout, re.M)
+    assert re.search(r"^\s+2 workers\s+\d+\.\d{3} s/step$", out.stdout, re.M)
+    assert re.search(r"speed-up: \d+\.\d\dx", out.stdout)

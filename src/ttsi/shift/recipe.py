@@ -243,6 +243,27 @@ def call_names(text: str) -> list[tuple[int, int]]:
     return [m.span(1) for m in _CALL_NAME.finditer(text)]
 
 
+def recipe_pairs(recipe: Recipe | TeacherRecipe, tasks: list[Task]) -> list[tuple[Messages, str]]:
+    """`training_examples` of `tasks` with the recipe's seed, fractions and made-up-name words."""
+    return training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
+                             recipe.rename_fraction, recipe.rename_words)
+
+
+def recipe_tokenizer(recipe: Recipe, pairs: list[tuple[Messages, str]]) -> Any:
+    """The recipe's BPE tokenizer, trained on the text of its (messages, reply) training pairs."""
+    from ttsi.tiny import CAMEL_SPLIT, QWEN2_SPLIT, train_tokenizer
+
+    corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]
+    return train_tokenizer(corpus, vocab_size=recipe.vocab_size,
+                           split=CAMEL_SPLIT if recipe.camel_split else QWEN2_SPLIT)
+
+
+def model_sizes(recipe: Recipe) -> dict[str, int]:
+    """The recipe's model shape, as `ttsi.tiny.tiny_config` and `build_tiny_model` take it."""
+    return {"hidden": recipe.hidden, "layers": recipe.layers, "heads": recipe.heads, "kv_heads": recipe.kv_heads,
+            "intermediate": recipe.intermediate}
+
+
 def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_DIR,
                progress: Callable[[int, float], None] | None = None, checkpoints: bool = False,
                workers: int = 1) -> dict[str, Any]:
@@ -255,17 +276,13 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ttsi.tiny import CAMEL_SPLIT, QWEN2_SPLIT, build_tiny_model, train_causal_lm, train_tokenizer
+    from ttsi.tiny import build_tiny_model, train_causal_lm
 
     start = _started()
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
-    pairs = training_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
-                              recipe.rename_fraction, recipe.rename_words)
-    corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]
-    tokenizer = train_tokenizer(corpus, vocab_size=recipe.vocab_size,
-                                split=CAMEL_SPLIT if recipe.camel_split else QWEN2_SPLIT)
-    out = build_tiny_model(out_dir, tokenizer, seed=recipe.seed, hidden=recipe.hidden, layers=recipe.layers,
-                           heads=recipe.heads, kv_heads=recipe.kv_heads, intermediate=recipe.intermediate)
+    pairs = recipe_pairs(recipe, tasks)
+    tokenizer = recipe_tokenizer(recipe, pairs)
+    out = build_tiny_model(out_dir, tokenizer, seed=recipe.seed, **model_sizes(recipe))
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
     copy_losses: list[float] = []
@@ -309,8 +326,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
     tasks["train"] = weighted(tasks["train"], recipe.real_repeat)
-    inside, outside = (training_examples(tasks[s], recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction,
-                                         recipe.rename_fraction, recipe.rename_words) for s in ("train", "ood_train"))
+    inside, outside = (recipe_pairs(recipe, tasks[s]) for s in ("train", "ood_train"))
     repeat = max(1, round(recipe.ood_share / (1 - recipe.ood_share) * len(inside) / len(outside)))
     pairs = inside + outside * repeat
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
