@@ -11,6 +11,7 @@ import pytest
 from ttsi.benchmarks import get_benchmark
 from ttsi.shift.derive import OUT_DIR, derive, eligible, examples_in, load_split, make_query, tool_names, words, write
 from ttsi.shift.recipe import training_examples
+from ttsi.task import Call
 
 from .conftest import SCRIPTS, load_script, weather_task
 
@@ -125,3 +126,22 @@ def test_the_tool_choice_baseline_script_prints_each_split():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert re.fullmatch(r"ood_train: \d+/300 \(\d+\.\d%\) right tool; templated \d+/300\n", out.stdout)
+
+
+def test_a_request_is_copyable_only_when_it_states_every_gold_value():
+    module = load_script("sealshift_ceiling")
+    assert module.copyable(weather_task())  # "Paris" is in "What is the weather in Paris?"
+    assert module.copyable(weather_task(answer=[Call("get_weather", {"city": "paris"})]))  # as text, any case
+    assert not module.copyable(weather_task(answer=[Call("get_weather", {"city": "Paris", "unit": "celsius"})]))
+    assert module.copyable(weather_task(messages=[{"role": "user", "content": "Alarm at 7, true?"}],
+                                        answer=[Call("set_alarm", {"hour": 7, "on": True})]))
+
+
+def test_the_ceiling_script_prints_each_split():
+    out = subprocess.run([sys.executable, str(SCRIPTS / "sealshift_ceiling.py"), "--splits", "id,ood_train"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert re.fullmatch(r"id: \d+/319 \(\d+\.\d%\) copyable; real \d+/169 \(53% of the split\), "
+                        r"templated 150/150 \(47% of the split\)", lines[0])
+    assert lines[1] == "ood_train: 300/300 (100.0%) copyable; templated 300/300 (100% of the split)"
