@@ -12,20 +12,16 @@ so a split's reachable accuracy, and what each subset's share of the split is.
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 
 from ttsi.benchmarks import get_benchmark
+from ttsi.benchmarks.sealshift import tally, value_text
 from ttsi.task import Task
 
 
 def copyable(task: Task) -> bool:
     """Every argument value of every gold call appears in the request text (case-insensitive)."""
     request = task.query.lower()
-    return all(_text(v).lower() in request for call in task.answer or [] for v in call.arguments.values())
-
-
-def _text(value: object) -> str:
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return all(value_text(v).lower() in request for call in task.answer or [] for v in call.arguments.values())
 
 
 def main() -> None:
@@ -34,14 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     bench = get_benchmark("sealshift")
     for split in args.splits.split(","):
-        ok, total = Counter(), Counter()
-        for task in bench.load(None, split):
-            subset = task.meta.get("subset", "?")
-            total[subset] += 1
-            ok[subset] += copyable(task)
-        n = sum(total.values())
-        parts = ", ".join(f"{s} {ok[s]}/{total[s]} ({total[s] / n:.0%} of the split)" for s in sorted(total))
-        print(f"{split}: {sum(ok.values())}/{n} ({sum(ok.values()) / n:.1%}) copyable; {parts}")
+        counts = tally(bench.load(None, split), copyable)
+        ok, n = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        parts = ", ".join(f"{s} {k}/{t} ({t / n:.0%} of the split)" for s, (k, t) in counts.items())
+        print(f"{split}: {ok}/{n} ({ok / n:.1%}) copyable; {parts}")
 
 
 if __name__ == "__main__":

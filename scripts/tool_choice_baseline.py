@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections import Counter
 
 from ttsi.benchmarks import get_benchmark
+from ttsi.benchmarks.sealshift import tally
 from ttsi.task import Task, Tool
 
 WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
@@ -40,14 +40,10 @@ def main() -> None:
     args = parser.parse_args()
     bench = get_benchmark("sealshift")
     for split in args.splits.split(","):
-        right, total = Counter(), Counter()
-        for task in bench.load(None, split):
-            subset = task.meta.get("subset", "?")
-            total[subset] += 1
-            right[subset] += lexical_choice(task).name == (task.answer or [])[0].name
-        parts = ", ".join(f"{s} {right[s]}/{total[s]}" for s in sorted(total))
-        print(f"{split}: {sum(right.values())}/{sum(total.values())} "
-              f"({sum(right.values()) / sum(total.values()):.1%}) right tool; {parts}")
+        counts = tally(bench.load(None, split), lambda t: lexical_choice(t).name == (t.answer or [])[0].name)
+        right, n = (sum(c[i] for c in counts.values()) for i in (0, 1))
+        parts = ", ".join(f"{s} {k}/{t}" for s, (k, t) in counts.items())
+        print(f"{split}: {right}/{n} ({right / n:.1%}) right tool; {parts}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from ttsi.benchmarks import get_benchmark
+from ttsi.benchmarks.sealshift import tally
 from ttsi.shift.derive import OUT_DIR, derive, eligible, examples_in, load_split, make_query, tool_names, words, write
 from ttsi.shift.recipe import training_examples
 from ttsi.task import Call
@@ -111,6 +112,13 @@ def test_benchmark_scores_values_as_text(shipped):
     assert bench.score(task, json.dumps([{"name": "nope", "arguments": {}}])).reason == "wrong_function"
     assert bench.subsets(task) == ["templated"]
     assert set(bench.splits) == {"ood", "id", "ood_train", "train"}
+
+
+def test_tally_counts_hits_per_subset():
+    real = weather_task(meta={"subset": "real"})
+    tasks = [weather_task(), weather_task(id="b"), real]
+    assert tally(tasks, lambda t: t.id == "b" or t is real) == {"real": (1, 1), "templated": (1, 2)}
+    assert tally([], bool) == {}
 
 
 def test_lexical_tool_choice_picks_the_tool_whose_words_the_request_uses():

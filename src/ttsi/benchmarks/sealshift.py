@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,22 @@ _FILES = {"ood": "test_ood", "id": "test_id", "ood_train": "ood_train", "train":
 
 def _as_text(calls: list[Call]) -> list[Call]:
     """Values compared as str(), as Seal-Tools' own scorer does ("16" and 16 agree; real golds are strings)."""
-    return [Call(c.name, {k: _text(v) for k, v in c.arguments.items()}) for c in calls]
+    return [Call(c.name, {k: value_text(v) for k, v in c.arguments.items()}) for c in calls]
 
 
-def _text(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """An argument value as the scorer compares it."""
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def tally(tasks: Iterable[Task], hit: Callable[[Task], bool]) -> dict[str, tuple[int, int]]:
+    """Per subset (`templated`, `real`), sorted by name: how many tasks `hit` holds for, and how many there are."""
+    counts: dict[str, list[int]] = {}
+    for task in tasks:
+        c = counts.setdefault(task.meta.get("subset", "templated"), [0, 0])
+        c[0] += bool(hit(task))
+        c[1] += 1
+    return {subset: (c[0], c[1]) for subset, c in sorted(counts.items())}
 
 
 @register
