@@ -100,9 +100,9 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(toy_dir, tmp_pat
     while time.time() < deadline and (not results.exists() or results.read_text().count("\n") < 1):
         time.sleep(0.02)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     done = read_records(results)
-    assert 1 <= len(done) < 2 * KILL_LIMIT, "the kill must land mid-run"
+    assert 1 <= len(done) < 2 * KILL_LIMIT, ("the kill must land mid-run", proc.returncode, stderr.decode()[-2000:])
     if sig == signal.SIGINT:
         assert proc.returncode == 130
     again = subprocess.run(_eval_cmd(toy_dir, out, "--resume"), capture_output=True, text=True, env=env, timeout=600)
