@@ -18,7 +18,7 @@ from ttsi.cli import app
 from ttsi.config import AgentConfig, GateConfig, LearnConfig
 from ttsi.errors import ConfigError, TaskError
 from ttsi.evaluation.records import read_records
-from ttsi.evaluation.report import write_report
+from ttsi.evaluation.report import gate_groups, load_run, write_report
 from ttsi.evaluation.runner import run_eval
 from ttsi.evaluation.score import score_predictions
 from ttsi.evaluation.sft import train_sft
@@ -171,6 +171,23 @@ def test_report_writes_the_table_and_plots(toy, tmp_path):
         assert (tmp_path / "report" / png).read_bytes().startswith(b"\x89PNG")
     with pytest.raises(TaskError, match=r"has no summary\.json"):
         write_report([tmp_path], tmp_path / "r2")
+
+
+def test_report_names_labelled_runs_and_plots_each_distinct_gate_once(toy, tmp_path):
+    _run(toy, tmp_path, method="base", name="base", limit=3, record_base=True)
+    _run(toy, tmp_path, name="tt-si", limit=3, record_base=True)  # gates with the same base margins as `base`
+    _run(toy, tmp_path, method="base", name="fewer", limit=2)
+    tasks = TOY.load(None, "unseen")[:3]
+    run_eval(toy, TOY, "unseen", tasks, AgentConfig(method="base", max_new_tokens=48), [0], tmp_path / "sft",
+             {"label": "sft", "adapter": "runs/sft/adapter"})
+    runs = [load_run(tmp_path / name) for name in ("base", "tt-si", "fewer", "sft")]
+    groups = gate_groups(runs)
+    # the same model on the same items gates alike whatever the method or label; other items make another panel
+    assert [title for title, _ in groups] == ["toy:unseen: base, tt-si, sft", "toy:unseen: base"]
+    assert [len(pairs) for _, pairs in groups] == [3, 2]
+    text = write_report([r["path"] for r in runs], tmp_path / "report").read_text()
+    assert "toy:unseen, sft (method base), model `-`, adapter `runs/sft/adapter`, n=3" in text
+    assert "| toy:unseen sft | " in text and "| sft | " in text
 
 
 def test_sft_baseline_trains_saves_and_loads_back(toy_dir, tmp_path):

@@ -10,6 +10,7 @@ from typing import Any
 
 from ttsi.errors import TaskError
 from ttsi.evaluation.records import RESULTS, SUMMARY, read_records
+from ttsi.evaluation.stats import auroc
 
 
 def load_run(path: Path) -> dict[str, Any]:
@@ -40,11 +41,7 @@ def write_report(paths: list[Path], out: Path) -> Path:
         raise TaskError("give at least one run directory")
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# ttsi report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from:", ""]
-    for r in runs:
-        s = r["summary"]
-        model = s.get("settings", {}).get("model", "-")
-        lines.append(f"- `{r['path']}`: {s['benchmark']}:{s['split']}, method {s['method']}, model `{model}`, "
-                     f"n={s['n']}, seeds {s['seeds']}")
+    lines += [_source(r) for r in runs]
     lines += ["", "## Accuracy (%), mean ± std over seeds", "", *_comparison(runs), "",
               "## Details", "", *_details(runs)]
     sweeps = [r for r in runs if r["summary"].get("by_tau")]
@@ -66,12 +63,33 @@ def method_label(summary: dict[str, Any]) -> str:
     return summary.get("settings", {}).get("label") or summary["method"]
 
 
-def _comparison(runs: list[dict[str, Any]]) -> list[str]:
-    """Methods as rows, benchmark:split as columns, as in the paper's main table."""
+def _source(run: dict[str, Any]) -> str:
+    """One run directory in the report's list of sources: what it evaluated, with which method and model."""
+    s = run["summary"]
+    settings = s.get("settings", {})
+    label = method_label(s)
+    method = label if label == s["method"] else f"{label} (method {s['method']})"
+    adapter = f", adapter `{settings['adapter']}`" if settings.get("adapter") else ""
+    return (f"- `{run['path']}`: {s['benchmark']}:{s['split']}, {method}, model `{settings.get('model', '-')}`"
+            f"{adapter}, n={s['n']}, seeds {s['seeds']}")
+
+
+def _name(summary: dict[str, Any]) -> str:
+    return f"{summary['benchmark']}:{summary['split']} {method_label(summary)}"
+
+
+def _grid(runs: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, Any]]]:
+    """The benchmark:split columns and method rows, in order of appearance, and each (method, column)'s summary."""
     columns = list(dict.fromkeys(f"{r['summary']['benchmark']}:{r['summary']['split']}" for r in runs))
     methods = list(dict.fromkeys(method_label(r["summary"]) for r in runs))
     cell = {(method_label(r["summary"]), f"{r['summary']['benchmark']}:{r['summary']['split']}"): r["summary"]
             for r in runs}
+    return columns, methods, cell
+
+
+def _comparison(runs: list[dict[str, Any]]) -> list[str]:
+    """Methods as rows, benchmark:split as columns, as in the paper's main table."""
+    columns, methods, cell = _grid(runs)
     rows = ["| method | " + " | ".join(columns) + (" | average |" if len(columns) > 1 else " |"),
             "|---|" + "---|" * (len(columns) + (len(columns) > 1))]
     for m in methods:
@@ -96,7 +114,7 @@ def _details(runs: list[dict[str, Any]]) -> list[str]:
         pass_key = next((k for k in s if k.startswith("pass@")), None)
         fixed = f"{effect['fixed']} / {effect['broken']}" if effect else "-"
         rows.append(
-            f"| {s['benchmark']}:{s['split']} {s['method']} | {_pm(s['accuracy'])} | {_pm(s.get('majority'))} | "
+            f"| {_name(s)} | {_pm(s['accuracy'])} | {_pm(s.get('majority'))} | "
             f"{(pass_key + ' ' + _pm(s[pass_key])) if pass_key else '-'} | {100 * s['adapted']['fraction']:.1f}% | "
             f"{_num(s['synthetic_used']['mean'], '.1f')} | {_num(gate.get('auroc'))} | "
             f"{_num(gate.get('tpr'), '.2f')} / {_num(gate.get('fpr'), '.2f')} | "
@@ -110,9 +128,29 @@ def _sweep_table(runs: list[dict[str, Any]]) -> list[str]:
     for r in runs:
         s = r["summary"]
         for point in s["by_tau"]:
-            rows.append(f"| {s['benchmark']}:{s['split']} {s['method']} | {point['tau']} | "
+            rows.append(f"| {_name(s)} | {point['tau']} | "
                         f"{_pm(point['accuracy'])} | {100 * point['adapted_fraction']['mean']:.1f}% |")
     return rows
+
+
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
+
+
+def gate_groups(runs: list[dict[str, Any]]) -> list[tuple[str, list[tuple[float, bool]]]]:
+    """The gate's (margin, base correct) pairs per run, one entry per distinct set.
+
+    With `record_base`, every method run on the same items with the same model gates with the same base margins;
+    those runs share one entry (titled with all their methods), so the plot shows each distinct gate once.
+    """
+    groups: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
+    for r in runs:
+        known = tuple(sorted((x["id"], x["seed"], x["gate"]["margin"], bool(x["base_correct"])) for x in r["records"]
+                             if x.get("gate") and x.get("base_correct") is not None))
+        if known:
+            s = r["summary"]
+            groups.setdefault((f"{s['benchmark']}:{s['split']}", known), []).append(method_label(s))
+    return [(f"{split}: {', '.join(labels)}", [(m, ok) for _, _, m, ok in known])
+            for (split, known), labels in groups.items()]
 
 
 def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
@@ -122,14 +160,19 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(runs)), 3.5))
-    labels = [f"{method_label(r['summary'])}\n{r['summary']['benchmark']}:{r['summary']['split']}" for r in runs]
-    means = [100 * r["summary"]["accuracy"]["mean"] for r in runs]
-    stds = [100 * r["summary"]["accuracy"]["std"] for r in runs]
-    ax.bar(range(len(runs)), means, yerr=stds, capsize=3, color="#4C72B0")
-    ax.set_xticks(range(len(runs)), labels, fontsize=7)
+    columns, methods, cell = _grid(runs)
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(methods) * max(1, len(columns) / 2) + 1.5), 3.5))
+    for j, column in enumerate(columns):
+        xs = [i + (j - (len(columns) - 1) / 2) * width for i, m in enumerate(methods) if (m, column) in cell]
+        acc = [cell[m, column]["accuracy"] for m in methods if (m, column) in cell]
+        ax.bar(xs, [100 * a["mean"] for a in acc], width, yerr=[100 * a["std"] for a in acc], capsize=2,
+               label=column, color=PALETTE[j % len(PALETTE)])
+    ax.set_xticks(range(len(methods)), methods, fontsize=8)
     ax.set_ylabel("accuracy (%)")
     ax.set_title("accuracy per method (mean ± std over seeds)")
+    if len(columns) > 1:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "accuracy_per_method.png", dpi=120)
     plt.close(fig)
@@ -151,21 +194,22 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
         plt.close(fig)
         written.append("accuracy_vs_tau.png")
 
-    gated = [r for r in runs if any(x["gate"] and x["base_correct"] is not None for x in r["records"])]
-    if gated:
-        fig, axes = plt.subplots(1, len(gated), figsize=(4 * len(gated), 3), squeeze=False)
-        for ax, r in zip(axes[0], gated, strict=True):
-            known = [x for x in r["records"] if x["gate"] and x["base_correct"] is not None]
-            bins = [i / 20 for i in range(21)]
-            ax.hist([x["gate"]["margin"] for x in known if x["base_correct"]], bins=bins, alpha=0.6,
-                    label="base correct", color="#55A868")
-            ax.hist([x["gate"]["margin"] for x in known if not x["base_correct"]], bins=bins, alpha=0.6,
-                    label="base wrong", color="#C44E52")
-            s = r["summary"]
-            ax.set_title(f"{s['benchmark']}:{s['split']} {method_label(s)}", fontsize=8)
+    groups = gate_groups(runs)
+    if groups:
+        cols = min(4, len(groups))
+        rows = math.ceil(len(groups) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+        bins = [i / 20 for i in range(21)]
+        for ax, (title, known) in zip(axes.flat, groups, strict=False):
+            ax.hist([m for m, ok in known if ok], bins=bins, alpha=0.6, label="base correct", color="#55A868")
+            ax.hist([m for m, ok in known if not ok], bins=bins, alpha=0.6, label="base wrong", color="#C44E52")
+            score = auroc([-m for m, _ in known], [not ok for _, ok in known])
+            ax.set_title(f"{title}\nmargin AUROC against base errors: {_num(score, '.2f')}", fontsize=8)
             ax.set_xlabel("margin p(1) - p(2)")
             ax.set_ylabel("inputs")
             ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(groups):]:
+            ax.axis("off")
         fig.tight_layout()
         fig.savefig(out / "margin_distribution.png", dpi=120)
         plt.close(fig)
