@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ttsi import tiny
 from ttsi.shift import recipe
 from ttsi.shift.derive import load_split, write_splits
 from ttsi.shift.recipe import Recipe, TeacherRecipe, copy_examples, train_base, train_teacher, training_examples
@@ -227,3 +228,41 @@ def test_train_base_set_changes_recipe_fields_and_names_bad_ones(monkeypatch, tm
     result = runner.invoke(app, ["train-base", "--out", str(tmp_path / "m"), "--workers", "17"])
     assert result.exit_code == 2 and "--workers 17: each worker takes a share of every batch" in result.stderr
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("hidden=-3", "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
+    ("heads=3", "hidden (128) must be heads (3) times an even head size"),
+    ("kv_heads=3", "heads (4) must be a multiple of kv_heads (3)"),
+    ("rename_fraction=2", "rename_fraction must be in [0, 1], got 2.0"),
+    ("lr=0", "lr must be positive, got 0.0"),
+    ("steps=0", "steps and batch_size must be at least 1, got 0 and 16"),
+    ("vocab_size=259", "vocab_size must be above 259 (the 256 bytes and 3 special tokens)"),
+    ("splits=train,test_ood", "splits must name some of train, ood_train (never a test split), got train,test_ood"),
+    ("splits=", "got none"),
+    ("rename_words=verbs", "rename_words must be 'names' or 'description', got 'verbs'"),
+    ("copy_batch_size=0", "copy_batch_size at least 1"),
+])
+def test_a_recipe_that_cannot_train_is_refused_before_any_work(monkeypatch, tmp_path, setting, message):
+    from typer.testing import CliRunner
+
+    from ttsi.cli import app
+
+    monkeypatch.setattr(recipe, "train_base", lambda *a, **k: pytest.fail("trained a recipe that cannot work"))
+    result = CliRunner().invoke(app, ["train-base", "--out", str(tmp_path / "m"), "--set", setting])
+    assert result.exit_code == 2 and result.stderr.startswith("error: recipe: ") and message in result.stderr, \
+        result.output
+    assert "Traceback" not in result.output
+
+
+def test_the_library_checks_the_recipe_before_reading_data(tmp_path):
+    from ttsi.errors import ConfigError
+
+    assert len(tiny.SPECIAL_TOKENS) + 256 == recipe.MIN_VOCAB
+    recipe.check_recipe(Recipe())  # the shipped recipe and the tests' small one are valid
+    recipe.check_recipe(SMALL)
+    with pytest.raises(ConfigError, match=r"recipe: heads \(4\) must be a multiple of kv_heads \(3\)"):
+        train_base(tmp_path / "m", Recipe(kv_heads=3), data=tmp_path / "no-data")
+    with pytest.raises(ConfigError, match=r"recipe: ood_share must be in \(0, 1\), got 1.0"):
+        train_teacher(tmp_path / "base", tmp_path / "t", TeacherRecipe(ood_share=1.0), data=tmp_path / "no-data")
+    assert not (tmp_path / "m").exists()

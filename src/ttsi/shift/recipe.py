@@ -78,6 +78,48 @@ class TeacherRecipe:
     rename_words: str = "names"
 
 
+TRAINABLE_SPLITS = ("train", "ood_train")  # what a recipe may train on: never a test split
+MIN_VOCAB = 256 + 3  # the byte-level alphabet and ttsi.tiny.SPECIAL_TOKENS: a smaller vocabulary learns no merges
+
+
+def check_recipe(recipe: Recipe | TeacherRecipe) -> None:
+    """Raise ConfigError naming the first field a training run cannot work with (before any data is read)."""
+    from ttsi.errors import ConfigError
+
+    r = recipe
+    checks = [
+        (r.steps >= 1 and r.batch_size >= 1, f"steps and batch_size must be at least 1, got {r.steps} and "
+                                              f"{r.batch_size}"),
+        (r.lr > 0, f"lr must be positive, got {r.lr}"),
+        (r.real_repeat >= 1, f"real_repeat must be at least 1, got {r.real_repeat}"),
+        (r.rename_words in ("names", "description"), f"rename_words must be 'names' or 'description', got "
+                                                     f"{r.rename_words!r}"),
+        *((0 <= getattr(r, f) <= 1, f"{f} must be in [0, 1], got {getattr(r, f)}")
+          for f in ("synthesis_fraction", "demo_fraction", "rename_fraction")),
+    ]
+    if isinstance(r, TeacherRecipe):
+        checks.append((0 < r.ood_share < 1, f"ood_share must be in (0, 1), got {r.ood_share}"))
+    else:
+        unknown = [s for s in r.splits if s not in TRAINABLE_SPLITS]
+        checks += [
+            (bool(r.splits) and not unknown, f"splits must name some of {', '.join(TRAINABLE_SPLITS)} (never a test "
+                                             f"split), got {','.join(r.splits) or 'none'}"),
+            (min(r.hidden, r.layers, r.heads, r.kv_heads, r.intermediate) >= 1,
+             "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
+            (r.hidden % max(r.heads, 1) == 0 and (r.hidden // max(r.heads, 1)) % 2 == 0,
+             f"hidden ({r.hidden}) must be heads ({r.heads}) times an even head size (rotary embeddings)"),
+            (r.heads % max(r.kv_heads, 1) == 0, f"heads ({r.heads}) must be a multiple of kv_heads ({r.kv_heads})"),
+            (r.vocab_size > MIN_VOCAB, f"vocab_size must be above {MIN_VOCAB} (the 256 bytes and 3 special tokens), "
+                                     f"got {r.vocab_size}"),
+            (r.name_weight > 0, f"name_weight must be positive, got {r.name_weight}"),
+            (r.copy_steps >= 0 and r.copy_batch_size >= 1, "copy_steps must be at least 0 and copy_batch_size at "
+                                                           "least 1"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"recipe: {message}")
+
+
 def with_settings(recipe: Any, settings: list[str]) -> Any:
     """`recipe` with FIELD=VALUE settings applied (`ttsi train-base --set`), each value parsed as its field's type."""
     from ttsi.errors import ConfigError
@@ -103,7 +145,9 @@ def with_settings(recipe: Any, settings: list[str]) -> Any:
             kind = {bool: "true or false", int: "an integer", float: "a number"}.get(type(default), "text")
             raise ConfigError(f"--set {setting!r}: {name} must be {kind}, like its default {default!r}") from None
         changes[name] = value
-    return dataclasses.replace(recipe, **changes)
+    changed = dataclasses.replace(recipe, **changes)
+    check_recipe(changed)
+    return changed
 
 
 def training_examples(tasks: list[Task], seed: int, synthesis_fraction: float, demo_fraction: float,
@@ -278,6 +322,7 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
 
     from ttsi.tiny import build_tiny_model, train_causal_lm
 
+    check_recipe(recipe)
     start = _started()
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = recipe_pairs(recipe, tasks)
@@ -321,6 +366,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
 
     from ttsi.tiny import train_causal_lm
 
+    check_recipe(recipe)
     start = _started()
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
