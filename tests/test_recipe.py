@@ -230,6 +230,29 @@ def test_train_base_set_changes_recipe_fields_and_names_bad_ones(monkeypatch, tm
     assert len(seen) == 1
 
 
+def test_train_base_never_writes_over_a_directory_unless_asked(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ttsi.cli import app
+
+    trained = []
+    monkeypatch.setattr(recipe, "train_base", lambda out, r, **k: trained.append(out) or
+                        {"parameters": 1, "seconds": 0, "final_loss": 0.0})
+    runner = CliRunner()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.safetensors").write_text("an hour of training")
+    result = runner.invoke(app, ["train-base", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "is not empty: choose another directory, or pass --overwrite" in result.stderr
+    (tmp_path / "file").write_text("x")
+    result = runner.invoke(app, ["train-base", "--out", str(tmp_path / "file"), "--overwrite"])
+    assert result.exit_code == 2 and "is a file, not a directory" in result.stderr
+    assert not trained
+    (tmp_path / "empty").mkdir()
+    for args in (["--out", str(tmp_path / "empty")], ["--out", str(tmp_path / "m"), "--overwrite"]):
+        assert runner.invoke(app, ["train-base", *args]).exit_code == 0
+    assert trained == [tmp_path / "empty", tmp_path / "m"]
+
+
 @pytest.mark.parametrize(("setting", "message"), [
     ("hidden=-3", "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
     ("heads=3", "hidden (128) must be heads (3) times an even head size"),

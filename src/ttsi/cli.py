@@ -162,6 +162,7 @@ def train_base(
                                 "a 1-process run by float rounding)."),
     settings: list[str] = typer.Option([], "--set", help="Change a recipe field, e.g. --set rename_fraction=0 "
                                        "(repeatable; the fields are `Recipe`'s or `TeacherRecipe`'s)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write over a model --out already holds."),
 ) -> None:
     """Train the embedded default model (or its teacher) from scratch on SealShift, deterministically (seeded)."""
     import dataclasses
@@ -177,6 +178,11 @@ def train_base(
     if workers > recipe.batch_size:
         raise ConfigError(f"--workers {workers}: each worker takes a share of every batch, so at most the batch "
                           f"size ({recipe.batch_size})")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out} is not empty: choose another directory, or pass --overwrite to write the "
+                          "new model over what it holds")
     if teacher:
         base = base or MODELS["base"]
         if not (base / "config.json").is_file():
