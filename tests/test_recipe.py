@@ -73,6 +73,39 @@ def test_recipe_is_deterministic(small_data, tmp_path, camel):
     assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_train_base_interrupted_in_its_task_stage_resumes_to_the_uninterrupted_weights(small_data, tmp_path,
+                                                                                        workers):
+    import os
+    import signal
+
+    from ttsi.errors import ConfigError
+
+    longer = dataclasses.replace(SMALL, steps=6)
+    whole = train_base(tmp_path / "a", longer, data=small_data, workers=workers)
+    assert "resumed" not in whole and not any((tmp_path / "a" / f).exists() for f in recipe.STATES.values())
+
+    def ctrl_c(step, loss):
+        if step == longer.copy_steps + 1:  # the second task step
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_base(tmp_path / "b", longer, data=small_data, progress=ctrl_c, workers=workers)
+    assert {f.name for f in (tmp_path / "b").glob("resume-*.pt")} == {"resume-copy.pt", "resume-task.pt"}
+    with pytest.raises(ConfigError, match=r"saved with other settings \(workers\)"):
+        train_base(tmp_path / "b", longer, data=small_data, resume=True, workers=3 - workers)
+    with pytest.raises(ConfigError, match=r"saved with other settings \(recipe\)"):
+        train_base(tmp_path / "b", dataclasses.replace(longer, lr=1e-3), data=small_data, resume=True,
+                   workers=workers)
+    info = train_base(tmp_path / "b", longer, data=small_data, resume=True, workers=workers)
+    assert info["resumed"] == {"copy": 2, "task": 2} and info["final_loss"] == whole["final_loss"]
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not list((tmp_path / "b").glob("resume-*"))
+    with pytest.raises(ConfigError, match="holds no interrupted run to resume"):
+        train_base(tmp_path / "b", longer, data=small_data, resume=True)
+
+
 def test_two_workers_train_the_recipe_to_the_one_process_weights_up_to_rounding(small_data, tmp_path):
     one = train_base(tmp_path / "a", SMALL, data=small_data)
     two = train_base(tmp_path / "b", SMALL, data=small_data, workers=2)
@@ -251,6 +284,34 @@ def test_train_base_never_writes_over_a_directory_unless_asked(monkeypatch, tmp_
     for args in (["--out", str(tmp_path / "empty")], ["--out", str(tmp_path / "m"), "--overwrite"]):
         assert runner.invoke(app, ["train-base", *args]).exit_code == 0
     assert trained == [tmp_path / "empty", tmp_path / "m"]
+
+
+def test_an_interrupted_train_base_says_how_to_resume_and_resumes(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from ttsi.cli import app
+
+    calls = []
+
+    def interrupted(out, r, **kwargs):
+        calls.append(kwargs["resume"])
+        if not kwargs["resume"]:
+            (out / "resume-task.pt").write_bytes(b"state")
+            raise KeyboardInterrupt
+        return {"parameters": 1, "seconds": 0, "final_loss": 0.0}
+
+    monkeypatch.setattr(recipe, "train_base", interrupted)
+    runner = CliRunner()
+    out = tmp_path / "m"
+    out.mkdir()
+    result = runner.invoke(app, ["train-base", "--out", str(out)])
+    assert result.exit_code == 130
+    assert f"interrupted: the training state is saved in {out / 'resume-task.pt'}; run the same command with " \
+           "--resume" in result.stderr.replace("\n", " ")
+    result = runner.invoke(app, ["train-base", "--out", str(out)])
+    assert result.exit_code == 2 and "pass --resume to continue the run interrupted there" in result.stderr
+    assert runner.invoke(app, ["train-base", "--out", str(out), "--resume"]).exit_code == 0
+    assert calls == [False, True]
 
 
 @pytest.mark.parametrize(("setting", "message"), [

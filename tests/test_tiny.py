@@ -1,7 +1,9 @@
 """`ttsi.tiny`'s training loop: its cheaper loss is the model's own loss, and its batches draw every example fairly."""
 
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -10,8 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from ttsi.errors import ConfigError
 from ttsi.learn import IGNORE, collate
-from ttsi.tiny import answer_loss, length_grouped, tiny_config
+from ttsi.tiny import TrainState, answer_loss, length_grouped, tiny_config, train_causal_lm
 
 from .conftest import SCRIPTS, load_script
 
@@ -155,3 +158,63 @@ def test_the_camel_split_cuts_names_into_words_and_is_qwen2s_split_otherwise():
                      ["getWeatherForecast", ",", "Ġ", "3", "Ġtimes"]]
     prose = "the weather, 3 times; Paris"
     assert camel(prose)["input_ids"] and camel.decode(camel(prose)["input_ids"]) == prose
+
+
+PAIRS = [(f"say {w}", f"{w} {w} {w}") for w in ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta"]]
+
+
+def _fresh(tokenizer):
+    torch.manual_seed(0)
+    config = tiny_config("qwen2", len(tokenizer), hidden=32, layers=1, heads=2, kv_heads=1,
+                         pad_token_id=tokenizer.pad_token_id)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _train(tokenizer, model, **kw):
+    return train_causal_lm(model, tokenizer, PAIRS, steps=7, batch_size=2, **kw)
+
+
+class Crash(Exception):
+    pass
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_crashed_training_resumes_from_its_last_save_to_the_same_weights_bit_for_bit(tokenizer, tmp_path):
+    whole = _fresh(tokenizer)
+    want = _train(tokenizer, whole)
+    state = TrainState(tmp_path / "state.pt", {"recipe": "a"})
+
+    def crash(step, loss):
+        if step == 4:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(tokenizer, _fresh(tokenizer), every=2, state=state, progress=crash)
+    assert torch.load(state.path, weights_only=True)["step"] == 4  # saved after steps 2 and 4
+    resumed = _fresh(tokenizer)
+    assert _train(tokenizer, resumed, every=2, state=state) == want
+    assert _same_weights(resumed, whole)
+    with pytest.raises(ConfigError, match=r"saved with other settings \(recipe\)"):
+        _train(tokenizer, _fresh(tokenizer), state=TrainState(state.path, {"recipe": "b"}))
+
+
+def test_ctrl_c_stops_training_at_a_step_boundary_with_its_state_saved(tokenizer, tmp_path):
+    whole = _fresh(tokenizer)
+    want = _train(tokenizer, whole)
+    state = TrainState(tmp_path / "state.pt", {})
+
+    def ctrl_c(step, loss):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(tokenizer, _fresh(tokenizer), every=100, state=state, progress=ctrl_c)
+    assert torch.load(state.path, weights_only=True)["step"] == 3  # the step in flight finished, then it stopped
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Ctrl-C again
+    resumed = _fresh(tokenizer)
+    assert _train(tokenizer, resumed, state=state) == want
+    assert _same_weights(resumed, whole)

@@ -163,6 +163,7 @@ def train_base(
     settings: list[str] = typer.Option([], "--set", help="Change a recipe field, e.g. --set rename_fraction=0 "
                                        "(repeatable; the fields are `Recipe`'s or `TeacherRecipe`'s)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write over a model --out already holds."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (same options)."),
 ) -> None:
     """Train the embedded default model (or its teacher) from scratch on SealShift, deterministically (seeded)."""
     import dataclasses
@@ -170,7 +171,7 @@ def train_base(
     quiet_libraries()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ttsi.shift.recipe import MODELS, Recipe, TeacherRecipe, train_base, train_teacher, with_settings
+    from ttsi.shift.recipe import MODELS, STATES, Recipe, TeacherRecipe, train_base, train_teacher, with_settings
 
     recipe: Recipe | TeacherRecipe = with_settings(TeacherRecipe() if teacher else Recipe(), settings)
     if steps is not None:
@@ -180,27 +181,36 @@ def train_base(
                           f"size ({recipe.batch_size})")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(f"--out {out} is not empty: choose another directory, or pass --overwrite to write the "
-                          "new model over what it holds")
+    interrupted = any((out / name).exists() for name in STATES.values())
+    if out.exists() and any(out.iterdir()) and not (overwrite or resume):
+        hint = "pass --resume to continue the run interrupted there, or " if interrupted else ""
+        raise ConfigError(f"--out {out} is not empty: {hint}choose another directory, or pass --overwrite to "
+                          "write the new model over what it holds")
     if teacher:
         base = base or MODELS["base"]
         if not (base / "config.json").is_file():
             raise ConfigError(f"no base model at {base} (train one with `ttsi train-base --out DIR`)")
     columns = [TextColumn("training the teacher" if teacher else "training the base model"), BarColumn(),
                MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        total = recipe.steps + getattr(recipe, "copy_steps", 0)
-        job = bar.add_task("train", total=total, loss=float("nan"))
+    try:
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            total = recipe.steps + getattr(recipe, "copy_steps", 0)
+            job = bar.add_task("train", total=total, loss=float("nan"))
 
-        def progress(step: int, loss: float) -> None:
-            bar.update(job, completed=step + 1, loss=loss)
+            def progress(step: int, loss: float) -> None:
+                bar.update(job, completed=step + 1, loss=loss)
 
-        if teacher:
-            info = train_teacher(base, out, recipe, progress=progress, workers=workers)  # type: ignore[arg-type]
-        else:
-            info = train_base(out, recipe, progress=progress, checkpoints=checkpoints,  # type: ignore[arg-type]
-                              workers=workers)
+            if teacher:
+                info = train_teacher(base, out, recipe, progress=progress, workers=workers,  # type: ignore[arg-type]
+                                     resume=resume)
+            else:
+                info = train_base(out, recipe, progress=progress, checkpoints=checkpoints,  # type: ignore[arg-type]
+                                  workers=workers, resume=resume)
+    except KeyboardInterrupt:
+        saved = [name for name in STATES.values() if (out / name).exists()]
+        typer.echo(f"interrupted: the training state is saved in {out / saved[-1]}; run the same command with "
+                   "--resume to continue" if saved else "interrupted before training started", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"saved {out} ({info['parameters']:,} parameters, {info['seconds']} s, "
                f"final loss {info['final_loss']:.3f}); evaluate it with "
                f"`ttsi eval --model {out} --benchmark sealshift:id --method base`")

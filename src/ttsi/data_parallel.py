@@ -74,8 +74,11 @@ def run(workers: int, main: Callable[[], T], helper: Callable[..., None], args: 
 
 def _helper_main(helper: Callable[..., None], args: tuple[Any, ...], rank: int, workers: int, init: str,
                  threads: int) -> None:
+    import signal
+
     import torch.distributed as dist
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: rank 0 decides when to stop
     torch.set_num_threads(threads)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=workers, timeout=TIMEOUT)
     try:

@@ -6,8 +6,12 @@ benchmarks make their models here and load them back through `HFModel.from_pretr
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import random
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,7 +89,7 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
                     batch_size: int = 16, seed: int = 0, progress: Callable[[int, float], None] | None = None,
                     checkpoint: Callable[[int, Any], None] | None = None, every: int = 200,
                     emphasis: tuple[Callable[[str], list[tuple[int, int]]], float] | None = None,
-                    workers: int = 1) -> list[float]:
+                    workers: int = 1, state: TrainState | None = None) -> list[float]:
     """Full-parameter training on (prompt text, answer text) pairs, loss on answer tokens; returns step losses.
 
     `checkpoint(step, model)` is called every `every` steps (e.g. to save it, so a long run can be inspected).
@@ -94,6 +98,9 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
     `workers > 1` trains data-parallel (`ttsi.data_parallel`): every process draws the same batches and takes
     its share of each, and their gradients are added up, so each step is the single-process step on the same
     batch up to float rounding, in about 1 / `workers` of the time when the cores are free.
+    With `state`, the loop's state (weights, optimizer, losses, step) is saved to `state.path` every `every` steps,
+    at the end, and when Ctrl-C stops it (at the next step boundary); if the file exists when training starts, the
+    loop continues from it, so a resumed run ends with the same weights, bit for bit, as one that never stopped.
     """
     from ttsi.learn import encode_pair
 
@@ -105,7 +112,7 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
         encoded = [encode_pair(encode, prompt, answer, [tokenizer.eos_token_id]) for prompt, answer in examples]
     else:
         encoded = [_weighted_pair(tokenizer, prompt, answer, *emphasis) for prompt, answer in examples]
-    loop = _Loop(steps, lr, batch_size, seed, tokenizer.pad_token_id, weighted=emphasis is not None)
+    loop = _Loop(steps, lr, batch_size, seed, tokenizer.pad_token_id, weighted=emphasis is not None, state=state)
     if workers == 1:
         return _train(model, encoded, loop, progress, checkpoint, every)
     if workers < 1 or min(batch_size, len(encoded)) < workers:
@@ -122,6 +129,14 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
 
 
 @dataclass(frozen=True)
+class TrainState:
+    """Where `train_causal_lm` keeps its resumable state, and what it must match (e.g. the recipe) to resume."""
+
+    path: Path
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class _Loop:
     steps: int
     lr: float
@@ -129,13 +144,13 @@ class _Loop:
     seed: int
     pad_id: int
     weighted: bool
+    state: TrainState | None = None
 
 
 def _train(model: Any, encoded: list[Any], loop: _Loop, progress: Callable[[int, float], None] | None = None,
            checkpoint: Callable[[int, Any], None] | None = None, every: int = 200) -> list[float]:
     """The training loop of `train_causal_lm`, in one process or as one rank of a data-parallel group."""
     from ttsi import data_parallel
-    from ttsi.learn import collate
 
     rank, world = data_parallel.rank_and_size()
     rng = random.Random(loop.seed)
@@ -143,35 +158,107 @@ def _train(model: Any, encoded: list[Any], loop: _Loop, progress: Callable[[int,
     batches = length_grouped(encoded, loop.batch_size, rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, loop.steps // 20)
+    losses: list[float] = []
+    if loop.state and loop.state.path.exists():
+        losses = _load_state(loop.state, model, optimizer, loop.steps)
+        for _ in losses:  # the batches the saved steps drew: the data order goes on where it stopped
+            next(batches)
     model.train()
-    losses = []
-    for step in range(loop.steps):
-        scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / loop.steps))
-        for group in optimizer.param_groups:
-            group["lr"] = loop.lr * scale
-        batch = next(batches)
-        mine = batch[rank::world]
-        inputs = collate([(ids, labels) for ids, labels, *_ in mine], loop.pad_id)
-        weights = _pad_weights(mine) if loop.weighted else None
-        if world == 1:
-            loss = answer_loss(model, inputs, weights)
-            loss.backward()
-        else:  # each rank's share of the batch mean; their sum is the mean over the whole batch
-            loss = answer_loss(model, inputs, weights, denominator=sum(_supervised(ex) for ex in batch))
-            loss.backward()
-            loss = data_parallel.sum_gradients(model, loss.detach())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if progress:
-            progress(step, losses[-1])
-        if checkpoint and (step + 1) % every == 0 and step + 1 < loop.steps:
-            model.eval()
-            checkpoint(step + 1, model)
-            model.train()
+    with _stop_on_ctrl_c(loop.state is not None and rank == 0) as stop:
+        for step in range(len(losses), loop.steps):
+            if stop.requested:
+                _save_state(loop.state, model, optimizer, losses)
+                raise KeyboardInterrupt
+            _step(model, optimizer, loop, next(batches), step, warmup, losses, rank, world)
+            if progress:
+                progress(step, losses[-1])
+            done = step + 1
+            if loop.state and rank == 0 and (done % every == 0 or done == loop.steps):
+                _save_state(loop.state, model, optimizer, losses)
+            if checkpoint and done % every == 0 and done < loop.steps:
+                model.eval()
+                checkpoint(done, model)
+                model.train()
     model.eval()
     return losses
+
+
+def _step(model: Any, optimizer: Any, loop: _Loop, batch: list[Any], step: int, warmup: int, losses: list[float],
+          rank: int, world: int) -> None:
+    """One optimizer step on this rank's share of `batch`; its loss (the whole batch's) is appended to `losses`."""
+    from ttsi import data_parallel
+    from ttsi.learn import collate
+
+    scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / loop.steps))
+    for group in optimizer.param_groups:
+        group["lr"] = loop.lr * scale
+    mine = batch[rank::world]
+    inputs = collate([(ids, labels) for ids, labels, *_ in mine], loop.pad_id)
+    weights = _pad_weights(mine) if loop.weighted else None
+    if world == 1:
+        loss = answer_loss(model, inputs, weights)
+        loss.backward()
+    else:  # each rank's share of the batch mean; their sum is the mean over the whole batch
+        loss = answer_loss(model, inputs, weights, denominator=sum(_supervised(ex) for ex in batch))
+        loss.backward()
+        loss = data_parallel.sum_gradients(model, loss.detach())
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+
+
+class _StopRequest:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_ctrl_c(enabled: bool) -> Iterator[_StopRequest]:
+    """While enabled (in the main thread), Ctrl-C asks the loop to stop at the next step boundary instead of
+    interrupting a step half done, so the state it saves is exactly that of the steps it finished."""
+    stop = _StopRequest()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _save_state(state: TrainState | None, model: Any, optimizer: Any, losses: list[float]) -> None:
+    """The loop's state after `len(losses)` steps, written to a temporary file and renamed over the last one."""
+    if state is None:
+        return
+    state.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = state.path.with_name(state.path.name + ".partial")
+    torch.save({"meta": state.meta, "step": len(losses), "losses": losses, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}, partial)
+    os.replace(partial, state.path)
+
+
+def _load_state(state: TrainState, model: Any, optimizer: Any, steps: int) -> list[float]:
+    """Restore a saved loop into `model` and `optimizer`; the losses of its steps (as many as it took)."""
+    from ttsi.errors import ConfigError
+
+    try:
+        saved = torch.load(state.path, weights_only=True)
+    except Exception as e:  # a file that is not a state this loop wrote
+        raise ConfigError(f"{state.path} cannot be resumed from: {e}") from None
+    changed = sorted(k for k in saved["meta"].keys() | state.meta.keys() if saved["meta"].get(k) != state.meta.get(k))
+    if changed:
+        raise ConfigError(f"cannot resume from {state.path}: it was saved with other settings ({', '.join(changed)})")
+    if saved["step"] > steps:
+        raise ConfigError(f"cannot resume from {state.path}: it is {saved['step']} steps in, beyond {steps}")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    return list(saved["losses"])
 
 
 def _train_helper(config: Any, state: bytes, encoded: list[Any], loop: _Loop) -> None:

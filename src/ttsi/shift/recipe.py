@@ -14,6 +14,7 @@ it starts from the base model's weights and tokenizer and continues training on 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import re
@@ -22,12 +23,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ttsi.formats import get_format
 from ttsi.prompts import answer_messages, render_pair, synthesis_messages
 from ttsi.shift.derive import OUT_DIR, load_split
 from ttsi.task import Call, Task, Tool
+
+if TYPE_CHECKING:
+    from ttsi.tiny import TrainState
 
 Messages = list[dict[str, str]]
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -308,14 +312,51 @@ def model_sizes(recipe: Recipe) -> dict[str, int]:
             "intermediate": recipe.intermediate}
 
 
+STATES = {"copy": "resume-copy.pt", "task": "resume-task.pt", "teacher": "resume-teacher.pt"}
+
+
+def _states(out: Path, stages: tuple[str, ...], resume: bool, meta: dict[str, Any]) -> dict[str, TrainState]:
+    """Each stage's resumable training state in `out`: kept by an interrupted run, removed when a run ends.
+
+    A fresh run clears what an earlier interrupted one left; `resume` needs it to be there.
+    """
+    from ttsi.errors import ConfigError
+    from ttsi.tiny import TrainState
+
+    states = {stage: TrainState(out / STATES[stage], {**meta, "stage": stage}) for stage in stages}
+    if resume and not any(st.path.exists() for st in states.values()):
+        raise ConfigError(f"{out} holds no interrupted run to resume ({', '.join(STATES[s] for s in stages)})")
+    if not resume:
+        for st in states.values():
+            st.path.unlink(missing_ok=True)
+    return states
+
+
+def _resumed(states: dict[str, TrainState]) -> dict[str, int]:
+    """The step each saved stage had reached, for `train_info.json`."""
+    import torch
+
+    return {stage: int(torch.load(st.path, weights_only=True)["step"]) for stage, st in states.items()
+            if st.path.exists()}
+
+
+def _data_digest(data: Path, splits: tuple[str, ...]) -> str:
+    digest = hashlib.sha256()
+    for name in ("tools", *splits):
+        digest.update((data / f"{name}.jsonl").read_bytes())
+    return digest.hexdigest()
+
+
 def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_DIR,
                progress: Callable[[int, float], None] | None = None, checkpoints: bool = False,
-               workers: int = 1) -> dict[str, Any]:
+               workers: int = 1, resume: bool = False) -> dict[str, Any]:
     """Train a tokenizer and a Qwen2-architecture model from scratch; save both and `train_info.json`.
 
     With `checkpoints`, the model is also saved every 200 steps to `out_dir/checkpoint-STEP` (with its tokenizer).
     `workers > 1` trains data-parallel on that many processes (the same steps up to float rounding, so the
     weights are reproducible for a given number of workers, not across numbers of workers).
+    Training state is saved in `out_dir` every 200 steps and on Ctrl-C; `resume` continues an interrupted run
+    with the same recipe, data and workers, and ends with the weights an uninterrupted run has, bit for bit.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -324,6 +365,9 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
 
     check_recipe(recipe)
     start = _started()
+    meta = {"recipe": dataclasses.asdict(recipe), "workers": workers, "data": _data_digest(data, recipe.splits)}
+    states = _states(Path(out_dir), ("copy", "task"), resume, meta)
+    resumed = _resumed(states)
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = recipe_pairs(recipe, tasks)
     tokenizer = recipe_tokenizer(recipe, pairs)
@@ -336,17 +380,24 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = OUT_
         spans = copy_examples(texts, tokenizer, recipe.copy_steps * recipe.copy_batch_size, recipe.seed)
         copy_losses = train_causal_lm(model, tokenizer, spans, steps=recipe.copy_steps, lr=recipe.lr,
                                       batch_size=recipe.copy_batch_size, seed=recipe.seed, progress=progress,
-                                      workers=workers)
+                                      workers=workers, state=states["copy"])
     shifted = (lambda step, loss: progress(recipe.copy_steps + step, loss)) if progress else None
     losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
                              batch_size=recipe.batch_size, seed=recipe.seed, progress=shifted,
                              checkpoint=_saver(out, tokenizer) if checkpoints else None,
                              emphasis=(call_names, recipe.name_weight) if recipe.name_weight != 1.0 else None,
-                             workers=workers)
+                             workers=workers, state=states["task"])
     model.save_pretrained(out)
-    return _save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
-                      workers=workers,
+    info = _save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
+                      workers=workers, **({"resumed": resumed} if resumed else {}),
                       copy_final_loss=sum(copy_losses[-50:]) / len(copy_losses[-50:]) if copy_losses else None)
+    _finished(states)
+    return info
+
+
+def _finished(states: dict[str, TrainState]) -> None:
+    for st in states.values():
+        st.path.unlink(missing_ok=True)
 
 
 def _saver(out: Path, tokenizer: Any) -> Callable[[int, Any], None]:
@@ -359,8 +410,11 @@ def _saver(out: Path, tokenizer: Any) -> Callable[[int, Any], None]:
 
 def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherRecipe = TeacherRecipe(),
                   data: Path = OUT_DIR, progress: Callable[[int, float], None] | None = None,
-                  workers: int = 1) -> dict[str, Any]:
-    """Continue the base model's training on in-domain plus labelled out-of-domain data; save the teacher."""
+                  workers: int = 1, resume: bool = False) -> dict[str, Any]:
+    """Continue the base model's training on in-domain plus labelled out-of-domain data; save the teacher.
+
+    Resumable as `train_base` is.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -368,6 +422,12 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
 
     check_recipe(recipe)
     start = _started()
+    base_files = Path(base_dir) / "model.safetensors"
+    meta = {"recipe": dataclasses.asdict(recipe), "workers": workers,
+            "data": _data_digest(data, ("train", "ood_train")),
+            "base": hashlib.sha256(base_files.read_bytes()).hexdigest() if base_files.is_file() else str(base_dir)}
+    states = _states(Path(out_dir), ("teacher",), resume, meta)
+    resumed = _resumed(states)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
@@ -377,13 +437,17 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     pairs = inside + outside * repeat
     examples = [supervised(tokenizer, m, r, recipe.request_loss) for m, r in pairs]
     losses = train_causal_lm(model, tokenizer, examples, steps=recipe.steps, lr=recipe.lr,
-                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress, workers=workers)
+                             batch_size=recipe.batch_size, seed=recipe.seed, progress=progress, workers=workers,
+                             state=states["teacher"])
     out = Path(out_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    return _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
-                      start, data, workers=workers, base=str(base_dir), ood_repeat=repeat)
+    info = _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
+                      start, data, workers=workers, base=str(base_dir), ood_repeat=repeat,
+                      **({"resumed": resumed} if resumed else {}))
+    _finished(states)
+    return info
 
 
 def _started() -> tuple[float, str | None]:
