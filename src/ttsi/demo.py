@@ -28,6 +28,7 @@ from rich.table import Table
 
 from ttsi.config import AgentConfig, LearnConfig, TeacherConfig
 from ttsi.errors import ConfigError
+from ttsi.evaluation.report import method_label
 from ttsi.shift.recipe import MODELS
 
 METHODS = ("base", "tt-si", "tt-d", "tt-icl", "no-gate", "confident-only", "oracle", "sft")
@@ -201,17 +202,13 @@ def _run_job(method: str, split: str, plan: Plan, out_dir: Path, model_dir: Path
                     batch_size=plan.batch)
 
 
-def label(summary: dict[str, Any]) -> str:
-    return summary.get("settings", {}).get("label") or summary["method"]
-
-
 def print_table(rows: list[dict[str, Any]], plan: Plan, console: Console) -> None:
     """The paper-style comparison: accuracy mean ± std per split, adaptation counts, latency, gate AUROC."""
     table = Table(title=f"SealShift, {len(plan.seeds)} seed(s); out-of-domain n={plan.n['ood']}, "
                         f"in-domain n={plan.n['id']}", box=box.SIMPLE_HEAD)
     for column in ("method", "OOD acc", "ID acc", "adapt", "synth", "+s", "AUROC"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
-    by = {(label(r), r["split"]): r for r in rows}
+    by = {(method_label(r), r["split"]): r for r in rows}
     for method in plan.methods:
         ood, ind = by.get((method, "ood")), by.get((method, "id"))
         table.add_row(method, _acc(ood), _acc(ind), _per_seed(ood, "adapted"), _per_seed(ood, "synthetic_used"),
