@@ -1,4 +1,6 @@
 # `make test` and `make demo` work from a fresh clone: they create .venv and install the project first.
+# `make test` (what CI runs) is lint and every test; `make test-fast` is the quick tier for the edit-test loop:
+# no test marked slow, data or subprocess (markers in pyproject.toml), and no lint. ARGS go to pytest (ARGS=-x).
 # CPU machines pin the CPU build of torch; on a GPU machine run `make install CONSTRAINTS=` to let pip choose.
 PYTHON ?= python3
 VENV ?= .venv
@@ -6,7 +8,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install test lint demo demo-quick clean
+.PHONY: install test test-fast lint demo demo-quick clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +20,13 @@ install: $(STAMP)
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts
 
+PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
+
 test: lint
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest
+	$(PYTEST) $(ARGS)
+
+test-fast: install
+	$(PYTEST) -m "not slow and not data and not subprocess" $(ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/ttsi demo $(ARGS)

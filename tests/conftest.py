@@ -18,11 +18,21 @@ from ttsi.model import HFModel
 from ttsi.prompts import answer_messages, synthesis_messages
 from ttsi.task import Call, Task, Tool
 from ttsi.tiny import build_tiny_model, train_tokenizer
-from ttsi.toy import SEEN, build_toy_model, make_tasks
+from ttsi.toy import SEEN, make_tasks
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+# Built by scripts/build_test_fixtures.py and shipped: training it here took minutes, and its weights followed the
+# machine's thread count. test_fixtures.py checks the script still rebuilds it.
+TOY_DIR = Path(__file__).resolve().parent / "fixtures" / "toy-model"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads the shared data is marked `data`, so that no test can forget the marker."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
 
 
 def load_script(name: str):
@@ -73,9 +83,9 @@ def qwen(qwen_dir) -> HFModel:
 
 
 @pytest.fixture(scope="session")
-def toy_dir(tmp_path_factory):
-    """A tiny model trained briefly on the toy tools: it writes well-formed calls and synthesis replies."""
-    return build_toy_model(tmp_path_factory.mktemp("toy"), steps=500, lr=1e-2, seed=0)
+def toy_dir():
+    """A tiny model trained briefly on the toy tools: it writes well-formed calls and synthesis replies (read-only)."""
+    return TOY_DIR
 
 
 @pytest.fixture
@@ -83,12 +93,18 @@ def toy(toy_dir) -> HFModel:
     return HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")
 
 
+def missing_data(reason: str) -> None:
+    """Skip a test whose benchmark data is absent, or fail it under TTSI_REQUIRE_DATA=1 (CI has the data, so a
+    skip there would hide a broken path or checkout)."""
+    if os.environ.get("TTSI_REQUIRE_DATA") == "1":
+        pytest.fail(f"{reason}, and TTSI_REQUIRE_DATA=1 requires it", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def data_dir():
-    """The shared benchmark data (../shared/data beside the clone, or $TTSI_DATA_DIR); skip when absent."""
-    from pathlib import Path
-
+    """The shared benchmark data (../shared/data beside the clone, or $TTSI_DATA_DIR); `missing_data` when absent."""
     path = Path(os.environ.get("TTSI_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
     if not path.is_dir():
-        pytest.skip(f"benchmark data not found at {path} (set TTSI_DATA_DIR)")
+        missing_data(f"benchmark data not found at {path} (set TTSI_DATA_DIR)")
     return path

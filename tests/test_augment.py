@@ -128,6 +128,7 @@ def test_synthesis_prompt_never_shows_the_label():
     assert "Secret-Label-City" not in text and task.query in text
 
 
+@pytest.mark.slow
 def test_self_synthesizer_on_the_toy_model_keeps_only_valid_pairs(toy):
     synth = SelfSynthesizer(toy, SynthesisConfig(k=2, oversample=3))
     results = [synth.synthesize(t, FMT, seed=i) for i, t in enumerate(make_tasks(4, SEEN, seed=3))]

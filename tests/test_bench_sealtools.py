@@ -15,6 +15,8 @@ from ttsi.formats import AnswerParseError, get_format, register_format
 from ttsi.formats.sealtools import PROMPT_HEAD, SealToolsFormat, literal, official_parse, prompt
 from ttsi.task import Call, Task, Tool
 
+from .conftest import missing_data
+
 FIXTURE = Path(__file__).parent / "fixtures" / "sealtools" / "dev_sample.json"
 BENCH = SealTools()
 FMT = SealToolsFormat()
@@ -383,7 +385,7 @@ def test_minimal_file_loads(tmp_path):
 def test_full_split(data_dir, split):
     """Counts as in SCORING.md; every prompt reproduced exactly; every gold answer, rendered, is correct."""
     if not (data_dir / FOLDER).is_dir():
-        pytest.skip("no Seal-Tools data")
+        missing_data(f"no Seal-Tools data in {data_dir}")
     tasks = BENCH.load(data_dir, split)
     path = data_dir / FOLDER / "dataset_for_finetune" / f"{split}.json"
     prompts = {d["id"]: d["conversations"][0]["value"] for d in json.loads(path.read_text(encoding="utf-8"))}

@@ -31,6 +31,7 @@ def _run(*args: str):
     return runner.invoke(app, list(args))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["base", "tt-si", "tt-icl", "no-gate", "confident-only", "oracle"])
 def test_respond_json_for_every_local_method(toy_dir, task_file, method):
     result = _run("respond", "--model", str(toy_dir), "--task", str(task_file), "--method", method,
@@ -51,6 +52,7 @@ def test_respond_json_for_every_local_method(toy_dir, task_file, method):
         assert not out["adapted"]  # tau 1.0: nothing is confident
 
 
+@pytest.mark.slow
 def test_respond_json_tt_d_through_a_loopback_teacher(toy_dir, toy, task_file):
     with ChatServer(toy, name="toy-teacher") as server:
         result = _run("respond", "--model", str(toy_dir), "--task", str(task_file), "--method", "tt-d",
@@ -62,6 +64,7 @@ def test_respond_json_tt_d_through_a_loopback_teacher(toy_dir, toy, task_file):
         assert out["adapted"] == bool(out["synthetic"])
 
 
+@pytest.mark.slow
 def test_respond_human_readable(toy_dir, task_file):
     result = _run("respond", "--model", str(toy_dir), "--task", str(task_file), "--method", "oracle",
                   "--tau", "1.0", "--max-new-tokens", "24")
@@ -110,6 +113,7 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(qwen_dir, task_file, tmp_pa
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_calibrate_by_budget_and_reference(toy_dir, tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join(json.dumps(t.to_dict()) for t in make_tasks(10, UNSEEN, seed=9)))
@@ -124,6 +128,8 @@ def test_calibrate_by_budget_and_reference(toy_dir, tmp_path):
     assert both.exit_code == 2 and "exactly one of --percentile" in both.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_installed_entry_point_runs_in_a_fresh_process(toy_dir, task_file):
     """The real console script, as users call it: JSON on stdout, nothing else."""
     exe = os.path.join(os.path.dirname(sys.executable), "ttsi")

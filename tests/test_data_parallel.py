@@ -27,6 +27,8 @@ def _model(tokenizer):
     return AutoModelForCausalLM.from_config(config)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("emphasis", [None, (call_names, 4.0)], ids=["plain", "weighted"])
 def test_two_workers_take_the_single_process_steps_on_the_same_batches(tokenizer, emphasis):
     pairs = _pairs(24)
@@ -65,10 +67,14 @@ def _adding_helper() -> None:
     _reduce_once()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_run_returns_rank_0s_result_after_the_helpers_join():
     assert data_parallel.run(2, _reduce_once, _adding_helper, ()) == 2.0
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_helper_that_dies_is_one_clear_error():
     with pytest.raises(RuntimeError, match=r"data-parallel worker 1 of 2 stopped \(exit code 1\)"):
         data_parallel.run(2, _reduce_once, _failing_helper, ())
@@ -79,6 +85,8 @@ def _failing_main() -> float:
     raise ValueError("rank 0 gave up")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_rank_0_failing_stops_the_helpers_and_leaves_no_group():
     with pytest.raises(ValueError, match="rank 0 gave up"):
         data_parallel.run(2, _failing_main, _adding_helper, ())  # the helper waits in all_reduce: it is stopped
@@ -86,6 +94,8 @@ def test_rank_0_failing_stops_the_helpers_and_leaves_no_group():
     assert data_parallel.run(2, _reduce_once, _adding_helper, ()) == 2.0  # and a new group can start
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_workers_benchmark_prints_both_variants_and_the_ratio():
     out = subprocess.run([sys.executable, str(SCRIPTS / "bench_train_workers.py"), "--steps", "5", "--rounds", "1",
                           "--examples", "40"], capture_output=True, text=True, timeout=300)

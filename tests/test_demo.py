@@ -13,6 +13,7 @@ from ttsi.model import HFModel
 from ttsi.shift.recipe import MODELS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["base", "teacher"])
 def test_shipped_checkpoints_load_through_the_public_path(which):
     path = MODELS[which]
@@ -26,6 +27,7 @@ def test_shipped_checkpoints_load_through_the_public_path(which):
     assert model.generate([prompt], max_new_tokens=8)[0]  # it writes something
 
 
+@pytest.mark.slow
 def test_the_shipped_base_model_calls_tools_it_was_trained_on():
     """A guard against a broken checkpoint: the README's 64.0% on templated in-domain requests, on ten of them."""
     from ttsi.agent import SelfImprovingAgent
@@ -39,6 +41,7 @@ def test_the_shipped_base_model_calls_tools_it_was_trained_on():
     assert sum(bench.score(t, agent.respond(t).raw).correct for t in tasks) >= 3
 
 
+@pytest.mark.slow
 def test_small_demo_writes_runs_a_report_and_a_table_from_the_records(tmp_path):
     console = Console(record=True, width=160)
     plan = Plan(n={"ood": 3, "id": 2}, seeds=(0,), methods=("base", "tt-si", "sft"), workers=1, sft_items=6)

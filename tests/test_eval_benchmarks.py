@@ -9,6 +9,8 @@ from ttsi.config import AgentConfig, GateConfig, SynthesisConfig
 from ttsi.evaluation.records import read_records
 from ttsi.evaluation.runner import run_eval
 
+pytestmark = pytest.mark.slow  # (and `data`, from conftest) every test adapts a model on real benchmark items
+
 SPECS = [("sealtools", "test_out_domain"), ("bfcl", "multiple"), ("nexusraven", "all"), ("apibank", "level-2"),
          ("toolalpaca", "real")]
 

@@ -36,6 +36,7 @@ def _run(model, tmp_path, method="tt-si", seeds=(0,), taus=(1.0,), limit=6, name
     return summary, read_records(out / "results.jsonl"), tasks
 
 
+@pytest.mark.slow
 def test_records_and_summary_agree(toy, tmp_path):
     summary, records, tasks = _run(toy, tmp_path, seeds=(0, 1), taus=(0.5, 1.0), record_base=True)
     assert len(records) == 2 * len(tasks) and len({(r["id"], r["seed"]) for r in records}) == len(records)
@@ -53,6 +54,7 @@ def test_records_and_summary_agree(toy, tmp_path):
     assert summary["records"] == len(records) and summary["seeds"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_majority_and_pass_at_k_from_samples(toy, tmp_path):
     summary, records, _ = _run(toy, tmp_path, method="base", samples=3, sample_temperature=1.0, limit=4)
     for r in records:
@@ -90,6 +92,8 @@ def uninterrupted(toy_dir, tmp_path_factory):
     return records
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_killed_run_resumes_without_losing_or_repeating_items(toy_dir, tmp_path, uninterrupted, sig):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -115,6 +119,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_items(toy_dir, tmp_pat
         assert not differ, f"{got['id']} seed {got['seed']} after the resume differs from one go: {differ}"
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_and_eval_refuses_bad_options(toy_dir, tmp_path):
     runner = CliRunner()
     base = ["eval", "--model", str(toy_dir), "--benchmark", "toy:unseen", "--limit", "2", "--out", str(tmp_path / "r"),
@@ -161,6 +166,7 @@ def test_score_outputs_made_elsewhere(tmp_path):
             score_predictions(TOY, "seen", tasks, preds, tmp_path / "bad", allow_missing=True)
 
 
+@pytest.mark.slow
 def test_report_writes_the_table_and_plots(toy, tmp_path):
     _run(toy, tmp_path, taus=(0.5, 1.0), name="sweep", limit=3)
     _run(toy, tmp_path, method="base", name="base", limit=3)
@@ -173,6 +179,7 @@ def test_report_writes_the_table_and_plots(toy, tmp_path):
         write_report([tmp_path], tmp_path / "r2")
 
 
+@pytest.mark.slow
 def test_report_names_labelled_runs_and_plots_each_distinct_gate_once(toy, tmp_path):
     _run(toy, tmp_path, method="base", name="base", limit=3, record_base=True)
     _run(toy, tmp_path, name="tt-si", limit=3, record_base=True)  # gates with the same base margins as `base`
@@ -190,6 +197,7 @@ def test_report_names_labelled_runs_and_plots_each_distinct_gate_once(toy, tmp_p
     assert "| toy:unseen sft | " in text and "| sft | " in text
 
 
+@pytest.mark.slow
 def test_sft_baseline_trains_saves_and_loads_back(toy_dir, tmp_path):
     model = HFModel.from_pretrained(str(toy_dir), dtype="float32")
     bench, split = parse_spec("toy:unseen")
@@ -209,6 +217,7 @@ def test_sft_baseline_trains_saves_and_loads_back(toy_dir, tmp_path):
         HFModel.from_pretrained(str(toy_dir), adapter=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_an_oracle_run_answers_items_without_gold_with_the_base_model(toy, tmp_path):
     tasks = [TOY.load(None, "unseen")[i] for i in (0, 1, 3)]  # (item 2: the toy model's margin is exactly 1.0)
     tasks[1].answer = None  # as ToolAlpaca's gold defects are

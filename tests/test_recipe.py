@@ -57,6 +57,7 @@ def test_real_requests_are_repeated_and_templated_ones_are_not():
     assert recipe.weighted(tasks, 1) == tasks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("camel", [False, True], ids=["qwen2-split", "camel-split"])
 def test_recipe_is_deterministic(small_data, tmp_path, camel):
     small = dataclasses.replace(SMALL, camel_split=camel)
@@ -73,7 +74,8 @@ def test_recipe_is_deterministic(small_data, tmp_path, camel):
     assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.subprocess)])  # 2: a spawned helper
 def test_train_base_interrupted_in_its_task_stage_resumes_to_the_uninterrupted_weights(small_data, tmp_path,
                                                                                         workers):
     import os
@@ -106,6 +108,8 @@ def test_train_base_interrupted_in_its_task_stage_resumes_to_the_uninterrupted_w
         train_base(tmp_path / "b", longer, data=small_data, resume=True)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_workers_train_the_recipe_to_the_one_process_weights_up_to_rounding(small_data, tmp_path):
     one = train_base(tmp_path / "a", SMALL, data=small_data)
     two = train_base(tmp_path / "b", SMALL, data=small_data, workers=2)
@@ -115,6 +119,7 @@ def test_two_workers_train_the_recipe_to_the_one_process_weights_up_to_rounding(
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
 
 
+@pytest.mark.slow
 def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
     import dataclasses
 
@@ -134,6 +139,7 @@ def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
     assert heavy["recipe"]["name_weight"] == 4.0 and plain["final_loss"] != heavy["final_loss"]
 
 
+@pytest.mark.slow
 def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, monkeypatch):
     from ttsi import tiny
     from ttsi.evaluation import summary
@@ -150,6 +156,7 @@ def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, 
     assert train_base(tmp_path / "a", SMALL, data=small_data)["git_commit"] == "at-start"
 
 
+@pytest.mark.slow
 def test_teacher_continues_from_the_base(small_data, tmp_path):
     train_base(tmp_path / "base", SMALL, data=small_data)
     info = train_teacher(tmp_path / "base", tmp_path / "teacher", TeacherRecipe(steps=2, batch_size=2),

@@ -129,6 +129,7 @@ def test_lexical_tool_choice_picks_the_tool_whose_words_the_request_uses():
         == "send_email"
 
 
+@pytest.mark.subprocess
 def test_the_tool_choice_baseline_script_prints_each_split():
     out = subprocess.run([sys.executable, str(SCRIPTS / "tool_choice_baseline.py"), "--splits", "ood_train"],
                          capture_output=True, text=True, timeout=300)
@@ -145,6 +146,7 @@ def test_a_request_is_copyable_only_when_it_states_every_gold_value():
                                         answer=[Call("set_alarm", {"hour": 7, "on": True})]))
 
 
+@pytest.mark.subprocess
 def test_the_ceiling_script_prints_each_split():
     out = subprocess.run([sys.executable, str(SCRIPTS / "sealshift_ceiling.py"), "--splits", "id,ood_train"],
                          capture_output=True, text=True, timeout=300)

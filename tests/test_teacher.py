@@ -24,6 +24,7 @@ def _teacher(url: str, model: str = "tiny-teacher", **synth) -> TeacherSynthesiz
                               SynthesisConfig(**{"k": 1, "oversample": 4, **synth}))
 
 
+@pytest.mark.slow
 def test_teacher_writes_validated_pairs_over_http(server):
     teacher = _teacher(server.url)
     teacher.check()
@@ -60,6 +61,7 @@ def test_server_error_yields_no_pairs_and_a_reason(server):
     assert result.pairs == [] and result.error and "teacher failed" in result.error
 
 
+@pytest.mark.slow
 def test_refused_sampling_parameters_are_dropped_and_retried(server):
     server.refuse = {"temperature", "top_p"}  # as reasoning models do
     teacher = _teacher(server.url)
@@ -69,6 +71,7 @@ def test_refused_sampling_parameters_are_dropped_and_retried(server):
     assert "temperature" not in server.requests[-1] and "top_p" not in server.requests[-1]
 
 
+@pytest.mark.slow
 def test_max_completion_tokens_falls_back_to_max_tokens(server):
     server.refuse = {"max_completion_tokens"}
     result = _teacher(server.url, max_new_tokens=64).synthesize(make_tasks(1, SEEN, seed=2)[0],
