@@ -67,14 +67,16 @@ class Settings:
     gate_ns: tuple[int, ...] = (5, 20)
     cycle_ks: tuple[int, ...] = (1, 5)
     batch_sizes: tuple[int, ...] = (1, 4, 16)
+    decode_tokens: tuple[int, ...] = (20, 64)  # new tokens per decoding measurement (benchmarks/decode.py)
     efficiency_tokens: tuple[int, ...] = (100, 512)
+    eval_items: int = 48  # sealshift:ood items for the end-to-end comparison (benchmarks/eval_throughput.py)
     matmul_size: int = 2048  # square matmul for the machine's dense FLOP/s (8192 on GPU)
     reset_repeats: int = 20  # resets are microseconds to milliseconds: more repeats for a stable median
 
     @classmethod
     def preset(cls, quick: bool) -> Settings:
         if quick:
-            return cls(quick=True, repeats=1, warmup=0, reset_repeats=10)
+            return cls(quick=True, repeats=1, warmup=0, reset_repeats=10, eval_items=32)
         return cls()
 
 

@@ -1,7 +1,8 @@
 """Hardware efficiency of one LoRA training step: achieved FLOP/s against the machine's dense matmul FLOP/s.
 
-One step is `Learner.adapt` on one example of T tokens with one epoch (forward, backward, clip, AdamW). Its FLOPs
-are estimated, counting matrix multiplications only (norms, softmax, rotary, the optimizer are left out):
+One step is `SlotTrainer.train` (one slot) on one example of T tokens with one epoch (forward, backward, clip,
+AdamW). Its FLOPs are estimated, counting matrix multiplications only (norms, softmax, rotary, the optimizer are
+left out):
 
     F = 4 · P_mm · T  +  6 · P_lora · T  +  12 · L · T² · d_attn
 
@@ -39,7 +40,8 @@ from benchmarks.common import (
     release,
 )
 from ttsi.config import LearnConfig
-from ttsi.learn import Learner
+from ttsi.engine.lora import MultiLoRA
+from ttsi.engine.train import SlotTrainer
 from ttsi.model import HFModel
 
 PEAK_REPEATS = 3
@@ -78,13 +80,13 @@ def measure_model(spec: ModelSpec, settings: Settings, peak: float, log: Log) ->
     config = LearnConfig(epochs=1)
     model = spec.load()
     counts = model_counts(model, config.rank)
-    learner = Learner(model, config, seed=0)
+    trainer = SlotTrainer(MultiLoRA.install(model, config, slots=1, seed=0), config)
     rows = []
     for i, target_tokens in enumerate(settings.efficiency_tokens):
         example = example_pair(model, target_tokens, seed=300 + i)
         tokens = len(model.encode(example[0])) + len(model.encode(example[1])) + 1  # + the end-of-turn token
         warmup = max(1, settings.warmup) if i == 0 else settings.warmup  # the first adapt installs the adapter
-        seconds, _ = measure(lambda e=example: learner.adapt([e], seed=0), settings.repeats, warmup)
+        seconds, _ = measure(lambda e=example: trainer.train([[e]], [0]), settings.repeats, warmup)
         flops = step_flops(tokens=tokens, **counts)
         rows.append({"model": spec.name, "tokens": tokens, "step_s": seconds, "gflop": flops / 1e9,
                      "achieved_gflops": flops / seconds / 1e9, "peak_gflops": peak / 1e9,

@@ -1,6 +1,6 @@
 """Run the TT-SI speed benchmarks: a table per benchmark with ratios and PASS/MISS, and one JSON record.
 
-    python benchmarks/run.py [--quick] [--only gate,cycle,batch,efficiency] [--out benchmarks/results/latest.json]
+    python benchmarks/run.py [--quick] [--repeats N] [--only gate,cycle,...] [--out benchmarks/results/latest.json]
 
 `--quick`: the ~10M model only (plus the Qwen2.5-1.5B shape when a GPU is present), one timed run per figure
 and a warm-up only where a model or adapter is fresh; about a minute on 2 CPU cores. The full run adds the ~50M
@@ -10,6 +10,7 @@ model, with one warm-up and the median of 5 timed runs per figure (several minut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -30,11 +31,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import batch, common, cycle, efficiency, gate
+from benchmarks import batch, common, cycle, decode, efficiency, eval_throughput, gate
 from benchmarks.common import Log, ModelSpec, Section, Settings
 
 BENCHMARKS: dict[str, Callable[[list[ModelSpec], Settings, Log], Section]] = {
-    "gate": gate.run, "cycle": cycle.run, "batch": batch.run, "efficiency": efficiency.run}
+    "gate": gate.run, "cycle": cycle.run, "batch": batch.run, "efficiency": efficiency.run, "decode": decode.run,
+    "eval": eval_throughput.run}
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="~10M model only, fewer repeats (about a minute)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON record goes")
+    parser.add_argument("--repeats", type=int, help="timed repeats per figure (the median is reported); "
+                        "default 1 with --quick, else 5")
     args = parser.parse_args(argv)
     try:
         only = parse_only(args.only)
@@ -155,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     log("preparing models (built once, cached under .cache/ttsi/bench/)")
     specs = models_for(args.quick)
     settings = settings_for(args.quick)
+    if args.repeats is not None:
+        if args.repeats < 1:
+            print("run.py: error: --repeats must be at least 1", file=sys.stderr)
+            return 2
+        settings = dataclasses.replace(settings, repeats=args.repeats, warmup=max(1, settings.warmup))
     sections = run_suite(specs, settings, only, log)
     record = make_record(sections, specs, settings)
     record["wall_s"] = time.perf_counter() - start

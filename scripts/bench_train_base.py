@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from ttsi.learn import collate, encode_pair
+from ttsi.engine.train import collate, encode_pair
 from ttsi.shift.derive import load_split
 from ttsi.shift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
 from ttsi.tiny import answer_loss, length_grouped, tiny_config

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from ttsi.agent import STAGES, SelfImprovingAgent, input_seed
-from ttsi.augment import Synthesis, SyntheticPair
+from ttsi.agent import STAGES, Decision, SelfImprovingAgent, input_seed
+from ttsi.augment import OneByOne, Synthesis, SyntheticPair
 from ttsi.config import AgentConfig, GateConfig
-from ttsi.errors import TaskError
+from ttsi.errors import ConfigError, TaskError
 from ttsi.formats import get_format
 from ttsi.task import Call
 from ttsi.toy import SEEN, UNSEEN, make_tasks
@@ -18,7 +20,7 @@ from .conftest import weather_task
 FMT = get_format("json")
 
 
-class FixedSynthesizer:
+class FixedSynthesizer(OneByOne):
     """Returns the pairs it was given and records what it was asked (the model never sees these in tests)."""
 
     source = "teacher"
@@ -62,6 +64,7 @@ def test_base_never_adapts_but_reports_the_gate(qwen):
     ("no-gate", 0.0, True),                         # adapts even when confident
     ("confident-only", 0.0, True), ("confident-only", 1.0, False),
 ])
+@pytest.mark.slow
 def test_who_adapts_follows_method_and_gate(qwen, method, tau, adapts):
     synth = FixedSynthesizer([PAIR])
     agent, _ = _agent(qwen, method, tau=tau, synth=synth)
@@ -115,7 +118,7 @@ def test_tt_icl_puts_pairs_in_the_prompt_and_does_not_train(qwen):
     generate = qwen.generate
     qwen.generate = lambda prompts, **kw: seen_prompts.extend(prompts) or generate(prompts, **kw)
     r = agent.respond(weather_task())
-    assert not r.adapted and r.train is None and not agent.learner.wrapped
+    assert not r.adapted and r.train is None and not agent.learner.installed
     assert "Weather in Oslo?" in seen_prompts[-1] and FMT.render(PAIR.answer) in seen_prompts[-1]
     assert "in-context" in r.reason
 
@@ -149,6 +152,7 @@ def test_reset_happens_even_when_answering_fails(qwen):
     assert torch.equal(_logits(qwen), before)
 
 
+@pytest.mark.slow
 def test_tt_si_end_to_end_on_the_toy_model(toy_dir, toy):
     """Real self-synthesis, validation, LoRA steps and reset, with no test double anywhere."""
     agent, _ = _agent(toy, "tt-si", tau=1.0)
@@ -162,6 +166,7 @@ def test_tt_si_end_to_end_on_the_toy_model(toy_dir, toy):
     assert torch.equal(_logits(toy), before)
 
 
+@pytest.mark.slow
 def test_sampled_answers_come_from_the_adapted_model_and_are_seeded(toy):
     agent, _ = _agent(toy, "tt-si", tau=1.0, samples=3, sample_temperature=1.0)
     agent.synthesizer = FixedSynthesizer([PAIR])
@@ -170,22 +175,67 @@ def test_sampled_answers_come_from_the_adapted_model_and_are_seeded(toy):
     generate = toy.generate
 
     def weight() -> float:  # slot 0's A of the first adapted layer
-        return next(iter(agent.learner.engine.layers.values())).lora_A[0].abs().sum().item()
+        return next(iter(agent.learner.lora.layers.values())).lora_A[0].abs().sum().item()
 
     toy.generate = lambda prompts, **kw: calls.append((weight(), kw)) or generate(prompts, **kw)
     first = agent.respond(weather_task())
     assert len(first.samples) == 3 and first.adapted
-    initial = next(iter(agent.learner.engine.layers.values())).initial_A.abs().sum().item()
+    initial = next(iter(agent.learner.lora.layers.values())).initial_A.abs().sum().item()
     assert [w != initial for w, _ in calls] == [True, True]  # greedy and sampled answers: adapted weights
     assert calls[1][1]["num_return_sequences"] == 3 and calls[1][1]["temperature"] == 1.0
     assert agent.respond(weather_task()).samples == first.samples  # same input, same seed
     assert torch.equal(_logits(toy), before)
 
 
-def test_record_base_keeps_the_unadapted_answer_of_adapted_inputs(qwen):
-    agent, _ = _agent(qwen, "oracle", tau=1.0, record_base=True)
-    r = agent.respond(weather_task())
+def test_the_runner_records_the_base_answer_of_adapted_inputs_outside_the_loop(qwen):
+    from ttsi.evaluation.runner import base_answers
+
+    agent, config = _agent(qwen, "oracle", tau=1.0)
+    adapted = agent.respond(weather_task())
     base = _agent(qwen, "base")[0].respond(weather_task())
-    assert r.adapted and r.base_raw == base.raw
-    confident = _agent(qwen, "oracle", tau=0.0, record_base=True)[0].respond(weather_task())
-    assert confident.base_raw is None  # not adapted: `raw` already is the base answer
+    confident = _agent(qwen, "oracle", tau=0.0)[0].respond(weather_task())
+    assert adapted.adapted and not confident.adapted
+    # None for the confident input: its `raw` already is the base answer
+    assert base_answers(qwen, [adapted, confident], config) == [base.raw, None]
+
+
+def test_the_decision_is_a_typed_value_and_serialises_as_before(qwen):
+    r = _agent(qwen, "tt-si", tau=0.0)[0].respond(weather_task())
+    assert r.decision is Decision.SKIP and r.to_dict()["decision"] == "skip"
+    assert json.loads(json.dumps(r.to_dict()))["decision"] == "skip"
+
+
+@pytest.mark.slow
+def test_two_agents_on_one_model_are_refused_until_the_first_closes(qwen):
+    first, _ = _agent(qwen, "oracle", tau=1.0)
+    second, _ = _agent(qwen, "oracle", tau=1.0, seed=1)
+    assert first.respond(weather_task()).adapted
+    with pytest.raises(ConfigError, match="already carries adapter layers"):
+        second.respond(weather_task())
+    first.close()
+    assert second.respond(weather_task()).adapted
+    before = _logits(qwen)
+    second.close()
+    assert torch.equal(_logits(qwen), before) and not any("lora_" in n for n, _ in qwen.model.named_parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tt-si", "oracle"])
+def test_the_whole_loop_runs_in_bf16_with_fp32_adapters_and_an_exact_reset(toy_dir, method):
+    """Gate, synthesis, multi-slot training, answer and reset in bf16 on the CPU, as they run on GPUs."""
+    from ttsi.model import HFModel
+
+    model = HFModel.from_pretrained(str(toy_dir), dtype="bfloat16", device="cpu")
+    assert next(model.model.parameters()).dtype == torch.bfloat16
+    before = _logits(model)
+    tasks = make_tasks(2, SEEN, seed=11) + make_tasks(2, UNSEEN, seed=12)
+    agent, _ = _agent(model, method, tau=1.0)
+    responses = agent.respond_batch(tasks)
+    adapted = [r for r in responses if r.adapted]
+    assert adapted, [r.reason for r in responses]
+    assert all(p.dtype == torch.float32 for p in agent.learner.parameters())  # LoRA and optimizer in fp32
+    for r in adapted:
+        assert all(loss == loss and loss > 0 for loss in r.train.losses)  # finite, not NaN
+    assert all(r.uncertainty is not None and 0 <= r.uncertainty.margin <= 1 for r in responses)
+    assert torch.equal(_logits(model), before)  # reset is bit-exact in bf16 too
+    assert _logits(model).dtype == torch.bfloat16

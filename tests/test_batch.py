@@ -14,9 +14,8 @@ from ttsi.benchmarks import get_benchmark
 from ttsi.config import AgentConfig, GateConfig, LearnConfig
 from ttsi.evaluation.records import read_records
 from ttsi.evaluation.runner import run_eval
-from ttsi.learn import Learner
+from ttsi.learn import NO_ADAPTER, Learner
 from ttsi.model import HFModel
-from ttsi.multilora import NO_ADAPTER
 from ttsi.toy import SEEN, UNSEEN, make_tasks
 
 from .conftest import weather_task
@@ -44,8 +43,13 @@ def _assert_same(batched, alone):
     for b, a in zip(batched, alone, strict=True):
         assert (b.decision, b.reason, b.adapted) == (a.decision, a.reason, a.adapted), a.id
         assert b.synthetic == a.synthetic and b.rejected == a.rejected, a.id
-        assert b.uncertainty.to_dict() == a.uncertainty.to_dict(), a.id
-        assert (b.raw, b.answer, b.parse_error, b.base_raw) == (a.raw, a.answer, a.parse_error, a.base_raw), a.id
+        bu, au = b.uncertainty.to_dict(), a.uncertainty.to_dict()  # one batched gate vs one gate per input
+        for key in ("logprobs", "probs"):
+            assert bu.pop(key) == pytest.approx(au.pop(key), abs=1e-5), a.id
+        assert bu.pop("margin") == pytest.approx(au.pop("margin"), abs=1e-5), a.id
+        assert bu.pop("confidence") == pytest.approx(au.pop("confidence"), abs=1e-5), a.id
+        assert bu == au, a.id  # candidates, continuations, token counts, tau and the verdict: exactly
+        assert (b.raw, b.answer, b.parse_error, b.samples) == (a.raw, a.answer, a.parse_error, a.samples), a.id
         if a.train is None:
             assert b.train is None, a.id
         else:
@@ -53,15 +57,18 @@ def _assert_same(batched, alone):
             assert b.train.losses == pytest.approx(a.train.losses, abs=1e-5), a.id
 
 
-@pytest.mark.parametrize(("method", "record_base"), [("tt-si", True), ("no-gate", False)])
-def test_respond_batch_equals_respond_on_each_input(toy, method, record_base):
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["tt-si", "no-gate"])
+def test_respond_batch_equals_respond_on_each_input(toy, method):
     tasks = _tasks()
     before = _logits(toy)
     # tau from the model's own margins (they vary with the toy model's training threads): one input confident
     margins = sorted(_agent(toy, "base").respond(t).uncertainty.margin for t in tasks)
     tau = (margins[-2] + margins[-1]) / 2
-    alone = [_agent(toy, method, tau=tau, record_base=record_base).respond(t) for t in tasks]
-    batched = _agent(toy, method, tau=tau, record_base=record_base).respond_batch(tasks)
+    with _agent(toy, method, tau=tau) as agent:
+        alone = [agent.respond(t) for t in tasks]
+    with _agent(toy, method, tau=tau) as agent:
+        batched = agent.respond_batch(tasks)
     _assert_same(batched, alone)
     adapted = [r for r in batched if r.adapted]
     assert len(adapted) >= 2, [r.reason for r in batched]  # several slots really trained together
@@ -80,22 +87,26 @@ def test_respond_batch_equals_respond_on_each_input(toy, method, record_base):
     assert torch.equal(_logits(toy), before)
 
 
-def test_respond_batch_falls_back_to_respond_for_sampled_answers(toy):
-    tasks = _tasks()[3:5]
+@pytest.mark.slow
+def test_sampled_answers_in_a_batch_equal_each_input_alone(toy):
+    """Each input samples from its own seed, so its samples do not depend on what else is in the batch."""
+    tasks = _tasks()
     agent = _agent(toy, "no-gate", samples=2, sample_temperature=1.0)
     batched = agent.respond_batch(tasks)
     alone = [agent.respond(t) for t in tasks]
     assert [r.samples for r in batched] == [r.samples for r in alone] and all(len(r.samples) == 2 for r in batched)
-    assert all(r.batch == 1 for r in batched)
+    assert all(r.batch == len(tasks) for r in batched) and sum(r.adapted for r in batched) >= 2
+    assert len({tuple(r.samples) for r in batched}) == len(tasks)
 
 
+@pytest.mark.slow
 def test_every_slot_is_the_base_model_again_after_a_batch(toy_dir):
     reference = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")  # never adapted
     model = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")
     base = _logits(reference)
     agent = _agent(model, "no-gate", learn=LearnConfig(lr=1e-2))
     responses = agent.respond_batch(_tasks())
-    engine = agent.learner.engine
+    engine = agent.learner.lora
     assert engine is not None and engine.slots == sum(r.adapted for r in responses) >= 2
     for slot in (None, NO_ADAPTER, *range(engine.slots)):
         with engine.use(None if slot is None else [slot]):
@@ -104,13 +115,12 @@ def test_every_slot_is_the_base_model_again_after_a_batch(toy_dir):
     # not vacuous: slots trained together do move the model, each its own way, until the reset
     pairs = [[(model.chat_prompt([{"role": "user", "content": f"Weather in {c}?"}]), f"call {c}")] for c in
              ("Oslo", "Lima", "Rome")]
-    agent.learner.adapt_many(pairs, [1, 2, 3])
-    moved = []
-    for slot in range(3):
-        with engine.use([slot]):
-            moved.append(_logits(model))
+    with agent.learner.adapted(pairs, [1, 2, 3]):
+        moved = []
+        for slot in range(3):
+            with engine.use([slot]):
+                moved.append(_logits(model))
     assert all(not torch.equal(m, base) for m in moved) and not torch.equal(moved[0], moved[1])
-    agent.learner.reset()
     for slot in range(engine.slots):
         with engine.use([slot]):
             assert torch.equal(_logits(model), base), slot
@@ -123,6 +133,7 @@ def _eval(model, tmp_path, batch_size, name, method="no-gate", **config):
     return read_records(tmp_path / name / "results.jsonl")
 
 
+@pytest.mark.slow
 def test_run_eval_in_batches_writes_the_same_records(toy, tmp_path):
     one = _eval(toy, tmp_path, 1, "one", record_base=True)
     three = _eval(toy, tmp_path, 3, "three", record_base=True)
@@ -135,6 +146,7 @@ def test_run_eval_in_batches_writes_the_same_records(toy, tmp_path):
     assert any(r["adapted"] for r in three) and not all(r["adapted"] for r in three)
 
 
+@pytest.mark.slow
 def test_an_oracle_run_in_batches_answers_items_without_gold_with_the_base_model(toy, tmp_path):
     tasks = TOY.load(None, "unseen")[:4]
     tasks[1].answer = None
@@ -147,16 +159,17 @@ def test_an_oracle_run_in_batches_answers_items_without_gold_with_the_base_model
     assert all(r["adapted"] == (r["decision"] == "adapt") for r in records) and records[0]["adapted"]
 
 
+@pytest.mark.slow
 def test_the_saved_adapter_merges_into_the_same_model(qwen_dir, tmp_path):
     model = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
     fmt_pair = (model.chat_prompt([{"role": "user", "content": "What is the weather in Oslo?"}]),
                 '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
     learner = Learner(model, LearnConfig(lr=1e-2), seed=4)
-    learner.adapt([fmt_pair], seed=1)
-    learner.save(tmp_path / "adapter")
+    with learner.adapted([[fmt_pair]], [1]), learner.lora.use([0]):
+        learner.save(tmp_path / "adapter")
+        adapted = _logits(model, "What is the weather in Paris?")
     merged = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu", adapter=str(tmp_path / "adapter"))
     plain = HFModel.from_pretrained(str(qwen_dir), dtype="float32", device="cpu")
-    adapted = _logits(model, "What is the weather in Paris?")
     assert (_logits(merged, "What is the weather in Paris?") - adapted).abs().max().item() < 1e-5
     assert (_logits(plain, "What is the weather in Paris?") - adapted).abs().max().item() > 1e-3  # it did train
     assert not any("lora" in n for n, _ in merged.model.named_parameters())
@@ -168,4 +181,4 @@ def test_a_task_without_tools_fails_the_whole_batch_before_any_work(qwen):
     agent = _agent(qwen, "tt-si")
     with pytest.raises(TaskError, match="has no tools"):
         agent.respond_batch([weather_task(), weather_task(id="w-2", tools=[])])
-    assert not agent.learner.wrapped
+    assert not agent.learner.installed

@@ -16,7 +16,8 @@ from ttsi.tiny import build_tiny_model, train_tokenizer
 
 # the tiny tokenizer (400 ids) spends ~80 tokens on an empty chat prompt, so its examples are longer than 100
 TINY = common.Settings(repeats=1, warmup=0, prompt_tokens=128, example_tokens=200, answer_tokens=4, cycle_ks=(1, 2),
-                       batch_sizes=(1, 2), efficiency_tokens=(200,), matmul_size=128, reset_repeats=2)
+                       batch_sizes=(1, 2), efficiency_tokens=(200,), matmul_size=128, reset_repeats=2,
+                       eval_items=2)
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +35,17 @@ def record(tiny_spec, tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_record_has_metadata(record):
     assert {"suite", "date", "quick", "git_commit", "git_dirty", "machine", "versions", "settings", "models",
             "benchmarks", "targets"} <= set(record)
-    assert set(record["benchmarks"]) == {"gate", "cycle", "batch", "efficiency"}
+    assert set(record["benchmarks"]) == {"gate", "cycle", "batch", "efficiency", "decode", "eval"}
     assert {"torch", "transformers", "peft"} <= set(record["versions"])
     assert record["machine"]["cores"] >= 1 and record["machine"]["torch_threads"] >= 1
     assert record["models"]["tiny"]["params"] > 0 and record["settings"]["repeats"] == 1
 
 
+@pytest.mark.slow
 def test_gate_rows(record):
     rows = record["benchmarks"]["gate"]["rows"]
     assert [r["n"] for r in rows] == [5, 20]
@@ -50,9 +53,10 @@ def test_gate_rows(record):
         assert row["naive_s"] > 0 and row["shared_s"] > 0
         assert row["ratio"] == pytest.approx(row["naive_s"] / row["shared_s"])
         assert row["max_abs_diff"] < 1e-3  # the two scorers agree
-    assert [c["value"] for r in rows for c in r["checks"]] == [3.0, 8.0]
+    assert [c["value"] for r in rows for c in r["checks"]] == [4.0, 10.0]
 
 
+@pytest.mark.slow
 def test_cycle_rows(record):
     rows = record["benchmarks"]["cycle"]["rows"]
     assert [r["k"] for r in rows] == [1, 2]
@@ -65,6 +69,7 @@ def test_cycle_rows(record):
         assert row["checks"][0]["metric"] == "reset_pct_of_step"
 
 
+@pytest.mark.slow
 def test_batch_rows(record):
     rows = record["benchmarks"]["batch"]["rows"]
     assert [r["b"] for r in rows] == [1, 2]
@@ -75,6 +80,35 @@ def test_batch_rows(record):
     assert rows[-1]["checks"][0]["metric"] == "ratio_vs_b1"
 
 
+@pytest.mark.slow
+def test_decode_rows(record):
+    rows = record["benchmarks"]["decode"]["rows"]
+    assert [(r["b"], r["tokens"]) for r in rows] == [(1, 20), (1, 64), (2, 20), (2, 64)]
+    for row in rows:
+        assert row["same_tokens"] and row["hf_decode_s"] > 0 and row["ours_decode_s"] > 0
+        assert row["ratio"] == pytest.approx(row["ours_tokens_per_s"] / row["hf_tokens_per_s"])
+
+
+@pytest.mark.slow
+def test_eval_rows(record):
+    (row,) = record["benchmarks"]["eval"]["rows"]
+    assert row["items"] == 2 and row["naive_s"] > 0 and row["ours_s"] > 0
+    assert row["ratio"] == pytest.approx(row["naive_s"] / row["ours_s"])
+    assert row["ours_items_per_s"] == pytest.approx(2 / row["ours_s"])
+    assert 0 <= row["ours_correct"] <= 2 and 0 <= row["naive_correct"] <= 2
+    assert row["checks"][0]["metric"] == "ratio"
+
+
+@pytest.mark.slow
+def test_cycle_phases_are_compared_with_their_flop_bound(record):
+    for row in record["benchmarks"]["cycle"]["rows"]:
+        assert set(row["ours_x_bound"]) == {"gate", "train", "answer"}
+        for phase, ratio in row["ours_x_bound"].items():
+            assert row["ours_bound_s"][phase] > 0
+            assert ratio == pytest.approx(row["ours_phases_s"][phase] / row["ours_bound_s"][phase])
+
+
+@pytest.mark.slow
 def test_efficiency_rows(record):
     (row,) = record["benchmarks"]["efficiency"]["rows"]
     assert row["step_s"] > 0 and row["peak_gflops"] > 0 and row["tokens"] > 0
@@ -82,6 +116,7 @@ def test_efficiency_rows(record):
     assert row["pct_of_peak"] == pytest.approx(100 * row["achieved_gflops"] / row["peak_gflops"])
 
 
+@pytest.mark.slow
 def test_targets_summary_lists_every_check(record):
     checks = [c for section in record["benchmarks"].values() for row in section["rows"] for c in row["checks"]]
     assert len(record["targets"]) == len(checks)
@@ -116,7 +151,7 @@ def test_config_model_spec_builds_the_shape(tiny_spec):
 
 
 def test_only_values():
-    assert run.parse_only(None) == ["gate", "cycle", "batch", "efficiency"]
+    assert run.parse_only(None) == ["gate", "cycle", "batch", "efficiency", "decode", "eval"]
     assert run.parse_only("efficiency, gate") == ["gate", "efficiency"]
     for bad in ("gate,warp", ",", ""):
         with pytest.raises(ValueError, match="--only"):
@@ -129,13 +164,14 @@ def test_main_rejects_bad_only_in_one_line(capsys):
     assert "unknown benchmark 'warp'" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_main_prints_tables_and_writes_json(tiny_spec, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(run, "models_for", lambda quick: [tiny_spec])
     monkeypatch.setattr(run, "settings_for", lambda quick: TINY)
     out = tmp_path / "latest.json"
     assert run.main(["--quick", "--only", "gate", "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "naive/shared" in printed.out and ("PASS" in printed.out or "MISS" in printed.out)
+    assert "naive/ours" in printed.out and ("PASS" in printed.out or "MISS" in printed.out)
     assert "gate tiny N=20" in printed.err  # a progress line per measurement
     data = json.loads(out.read_text())
     assert list(data["benchmarks"]) == ["gate"] and data["wall_s"] > 0

@@ -106,61 +106,55 @@ def _assert_scores_match(shared, naive, tol: float = 1e-4) -> float:
     return worst
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch_dir", ["qwen_dir", "llama_dir"])
 @pytest.mark.parametrize("n", [1, 5, 20])
-@pytest.mark.parametrize("batch_size", [16, 3])
-def test_shared_prefix_score_equals_the_naive_reference(request, arch_dir, n, batch_size):
+def test_shared_prefix_score_equals_the_naive_reference(request, arch_dir, n):
     model = HFModel.from_pretrained(str(request.getfixturevalue(arch_dir)), dtype="float32", device="cpu")
     prompt = model.chat_prompt([{"role": "user", "content": "What is the weather in Paris? Use a tool."}])
     conts = _candidates(n)
     assert len(conts) == n and len({len(model.encode(c)) for c in conts}) >= min(n, 5)  # lengths differ
-    naive = model.score_naive(prompt, conts, batch_size=batch_size)
-    _assert_scores_match(model.score(prompt, conts, batch_size=batch_size), naive)
-    _assert_scores_match(model.score(prompt, conts, batch_size=n), naive)  # chunking changes nothing
+    _assert_scores_match(model.score(prompt, conts), model.score_naive(prompt, conts, batch_size=3))
 
 
-def test_shared_prefix_score_equals_naive_under_a_nonzero_lora(qwen):
+def test_score_many_scores_every_prompt_as_alone_and_keeps_each_prompts_cache(qwen):
+    prompts = [qwen.chat_prompt([{"role": "user", "content": q}]) for q in ("Paris?", "What is the weather in Oslo?")]
+    conts = [_candidates(5), _candidates(3)]
+    scored, caches = qwen.score_many(prompts, conts, keep_cache=True)
+    for prompt, cs, got in zip(prompts, conts, scored, strict=True):
+        _assert_scores_match(got, qwen.score_naive(prompt, cs))
+    for prompt, cache in zip(prompts, caches, strict=True):
+        ids = qwen.encode(prompt)
+        assert cache.ids == ids
+        with torch.no_grad():
+            logits = qwen.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        assert (cache.next_logits.float() - logits).abs().max().item() < 1e-4
+    assert qwen.score_many(prompts, conts)[1] is None  # no cache unless asked
+
+
+@pytest.mark.slow
+def test_shared_prefix_score_equals_naive_under_a_nonzero_lora_and_only_inside_its_scope(qwen):
     from ttsi.config import LearnConfig
-    from ttsi.learn import Learner
+    from ttsi.engine.lora import MultiLoRA
 
     prompt = qwen.chat_prompt([{"role": "user", "content": "What is the weather in Paris?"}])
     conts = _candidates(20)
     base = qwen.score(prompt, conts)
-    learner = Learner.attach(qwen, LearnConfig(), seed=0)
-    learner.wrap()
+    lora = MultiLoRA.install(qwen, LearnConfig(), slots=1, seed=0)
     name, lora_b = next((n, p) for n, p in qwen.model.named_parameters() if "lora_B" in n and "q_proj" in n)
     with torch.no_grad():
         lora_b.copy_(torch.randn(lora_b.shape, generator=torch.Generator().manual_seed(0)))
-    adapted = qwen.score(prompt, conts, batch_size=7)
-    _assert_scores_match(adapted, qwen.score_naive(prompt, conts, batch_size=7))
+    _assert_scores_match(qwen.score(prompt, conts), base, tol=0.0)  # outside use(): the base model
+    with lora.use([0]):
+        adapted = qwen.score(prompt, conts)
+        _assert_scores_match(adapted, qwen.score_naive(prompt, conts, batch_size=7))
     assert max(abs(a.logprob - b.logprob) for a, b in zip(adapted, base, strict=True)) > 1e-3, name  # not vacuous
-    learner.reset()
-    _assert_scores_match(qwen.score(prompt, conts), base, tol=0.0)
+    lora.reset()
+    with lora.use([0]):
+        _assert_scores_match(qwen.score(prompt, conts), base, tol=0.0)
 
 
-def test_prompt_forward_keeps_the_logits_of_its_last_position_only(qwen):
-    prompt = qwen.chat_prompt([{"role": "user", "content": "What is the weather in Paris?"}])
-    conts = _candidates(7)
-    lengths = [len(qwen.encode(c)) for c in conts]
-    shapes: list[tuple[int, ...]] = []
-    head = qwen.model.get_output_embeddings()
-    handle = head.register_forward_hook(lambda _m, _args, out: shapes.append(tuple(out.shape)))
-    try:
-        qwen.score(prompt, conts, batch_size=4)
-        assert shapes[0] == (1, 1, head.out_features)  # one prompt pass, one logit row: its last position
-        # then one pass per chunk over all but each continuation's last token, on the same prompt cache
-        assert shapes[1:] == [(4, max(lengths[:4]) - 1, head.out_features), (3, max(lengths[4:]) - 1,
-                                                                              head.out_features)]
-        shapes.clear()
-        singles = ["[", "{", "a"]
-        assert all(len(qwen.encode(c)) == 1 for c in singles)
-        qwen.score(prompt, singles)  # one-token continuations: the prompt pass alone scores them
-        assert shapes == [(1, 1, head.out_features)]
-    finally:
-        handle.remove()
-
-
-def test_shared_prefix_score_edge_cases(qwen, monkeypatch):
+def test_shared_prefix_score_edge_cases(qwen):
     prompt = qwen.chat_prompt([{"role": "user", "content": "Weather in Paris?"}])
     assert qwen.score(prompt, []) == [] and qwen.score_naive(prompt, []) == []
     with pytest.raises(ValueError, match="empty continuation"):
@@ -171,12 +165,5 @@ def test_shared_prefix_score_edge_cases(qwen, monkeypatch):
     for score in (qwen.score, qwen.score_naive):
         with pytest.raises(ValueError, match="empty prompt"):
             score("", conts)
-    first = qwen.score(prompt, conts, batch_size=2)  # the prompt cache is shared by three chunks, never written to
-    assert [s.token_logprobs for s in qwen.score(prompt, conts[4:])] == [s.token_logprobs for s in first[4:]]
-
-    # models without `logits_to_keep`, and caches that cannot be shared (the naive fallback), give the same scores
-    naive = qwen.score_naive(prompt, conts, batch_size=4)
-    monkeypatch.setattr(qwen, "_keeps_logits", False)
-    _assert_scores_match(qwen.score(prompt, conts, batch_size=4), naive)
-    monkeypatch.setattr("ttsi.model._plain_layers", lambda cache: None)
-    _assert_scores_match(qwen.score(prompt, conts, batch_size=4), naive, tol=0.0)
+    with pytest.raises(ValueError, match="2 prompts but 1 candidate lists"):
+        qwen.score_many([prompt, prompt], [conts])

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from ttsi.engine.train import IGNORE, collate
 from ttsi.errors import ConfigError
-from ttsi.learn import IGNORE, collate
 from ttsi.tiny import TrainState, answer_loss, length_grouped, tiny_config, train_causal_lm
 
 from .conftest import SCRIPTS, load_script
@@ -58,7 +58,7 @@ def test_weighted_answer_loss_is_a_weighted_mean_over_the_labelled_positions():
 
 
 def test_emphasised_pairs_weigh_the_tokens_in_the_spans_and_encode_as_encode_pair(tokenizer):
-    from ttsi.learn import encode_pair
+    from ttsi.engine.train import encode_pair
     from ttsi.shift.recipe import call_names
     from ttsi.tiny import _weighted_pair
 
@@ -98,6 +98,8 @@ def test_length_grouped_on_fewer_examples_than_a_batch():
     assert sorted(map(len, (e[0] for e in batch))) == [3, 7]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
     script = SCRIPTS / "bench_train_base.py"
     out = subprocess.run([sys.executable, str(script), "--steps", "5", "--examples", "40"], capture_output=True,
@@ -133,6 +135,8 @@ def test_copy_probe_scores_a_perfect_copier_1_and_a_constant_guess_0(tokenizer):
     assert probe.copy_accuracy(_Copier(len(tokenizer), perfect=False), tokenizer, spans=20) == 0.0
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_copy_probe_script_runs_on_a_model_directory(qwen_dir):
     script = SCRIPTS / "probe_copy.py"
     out = subprocess.run([sys.executable, str(script), str(qwen_dir), "--spans", "5"], capture_output=True,
@@ -183,6 +187,7 @@ def _same_weights(a, b):
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_a_crashed_training_resumes_from_its_last_save_to_the_same_weights_bit_for_bit(tokenizer, tmp_path):
     whole = _fresh(tokenizer)
     want = _train(tokenizer, whole)
@@ -202,6 +207,7 @@ def test_a_crashed_training_resumes_from_its_last_save_to_the_same_weights_bit_f
         _train(tokenizer, _fresh(tokenizer), state=TrainState(state.path, {"recipe": "b"}))
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_training_at_a_step_boundary_with_its_state_saved(tokenizer, tmp_path):
     whole = _fresh(tokenizer)
     want = _train(tokenizer, whole)

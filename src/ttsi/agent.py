@@ -1,12 +1,14 @@
-"""The self-improving agent: the paper's Algorithm 1, one input at a time (`respond`) or a batch at once.
+"""The self-improving agent: the paper's Algorithm 1 over a batch of inputs (`respond` is it on one input).
 
-    H  self-awareness    u = margin of softmax over candidate log-probs;  uncertain iff u < tau
-    G  self-augmentation  if uncertain: K new (x', y') pairs similar to x (model itself: TT-SI; teacher: TT-D)
+    H  self-awareness     u = margin of softmax over candidate log-probs;  uncertain iff u < tau
+    G  self-augmentation  if uncertain: K new (x', y') pairs similar to x (the model itself: TT-SI; a teacher: TT-D)
     T  self-learning      LoRA steps on the pairs, answer x, reset to the base parameters
     else                  answer x with the base model
 
-`respond_batch` makes the same decisions for several inputs but trains the adapted ones together, each in its own
-LoRA slot, and answers all of them in one batched generation.
+Each stage runs once for the whole batch: the gate scores every prompt's candidates together, synthesis is one
+batched generation, the adapted inputs train together (each in its own LoRA slot), and every input is answered
+in one batched generation with its own slot. What an input gets does not depend on the batch it is in (each
+has its own seed for sampling and its own adapter), up to floating-point rounding of batched arithmetic.
 """
 
 from __future__ import annotations
@@ -16,20 +18,31 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ttsi.augment import SelfSynthesizer, Synthesis, Synthesizer, SyntheticPair
-from ttsi.awareness import Uncertainty, assess
+from ttsi.awareness import Uncertainty, assess_many
 from ttsi.config import AgentConfig
+from ttsi.engine.cache import PrefixCache
 from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
-from ttsi.learn import Learner, TrainLog
+from ttsi.learn import NO_ADAPTER, Learner, TrainLog
 from ttsi.model import HFModel
-from ttsi.multilora import NO_ADAPTER
 from ttsi.prompts import answer_messages
 from ttsi.task import Call, Task
 
 STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
+
+
+class Decision(str, Enum):
+    """What the gate and the method decided for an input."""
+
+    ADAPT = "adapt"  # synthesize pairs and learn from them (or, for tt-icl, show them as demonstrations)
+    SKIP = "skip"  # answer with the base model
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass
@@ -39,53 +52,31 @@ class Response:
     id: str
     method: str
     uncertainty: Uncertainty | None  # None for a task without tools
-    decision: str  # adapt | skip: what the gate and the method decided
+    decision: Decision
     reason: str  # why, and why not adapted when a decision to adapt fell back
     adapted: bool = False  # whether an adapted model wrote the answer
     answer: list[Call] | None = None  # None when the output does not parse
     raw: str = ""  # the greedy answer
     parse_error: str | None = None
     samples: list[str] = field(default_factory=list)  # sampled answers (config.samples > 1), same model state
-    base_raw: str | None = None  # the base model's answer to an input decided for adaptation (config.record_base)
     synthetic: list[SyntheticPair] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
     train: TrainLog | None = None
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    scoring_prompt: str = ""
+    scoring_prompt: str = ""  # the prompt the gate scored after (the answer prompt, without demonstrations)
     batch: int = 1  # inputs answered (and, if adapted, trained) together in one batch with this one
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "method": self.method,
             "answer": None if self.answer is None else [c.to_dict() for c in self.answer],
-            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples, "base_raw": self.base_raw,
+            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples,
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
-            "decision": self.decision, "adapted": self.adapted, "reason": self.reason,
+            "decision": self.decision.value, "adapted": self.adapted, "reason": self.reason,
             "synthetic": [p.to_dict() for p in self.synthetic], "rejected": self.rejected,
             "train": {"steps": 0, "losses": [], "lrs": []} if self.train is None else self.train.to_dict(),
             "timings": self.timings, "scoring_prompt": self.scoring_prompt, "batch": self.batch,
         }
-
-
-@contextmanager
-def stage(timings: dict[str, float], name: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[name] += time.perf_counter() - start
-
-
-@contextmanager
-def shared_stage(traces: list[Response], name: str) -> Iterator[None]:
-    """Time one stage shared by several inputs and charge each an equal share."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        share = (time.perf_counter() - start) / max(1, len(traces))
-        for trace in traces:
-            trace.timings[name] += share
 
 
 def input_seed(seed: int, task_id: str) -> int:
@@ -95,24 +86,30 @@ def input_seed(seed: int, task_id: str) -> int:
 
 @dataclass
 class _Input:
-    """One input on its way through the loop: what the stages before training produced for it."""
+    """One input on its way through the loop: what the stages so far produced for it."""
 
     task: Task
     fmt: AnswerFormat
     prompt: str  # the prompt the answer is generated from (with demonstrations for tt-icl)
     seed: int
     trace: Response
-    examples: list[tuple[str, str]] = field(default_factory=list)  # training pairs; empty: answered unadapted
+    cache: PrefixCache | None = None  # the gate's KV cache of `prompt`, reused to answer it unadapted
+    examples: list[tuple[str, str]] = field(default_factory=list)  # training pairs (prompt text, answer text)
     slot: int = NO_ADAPTER  # the adapter slot it is answered with
 
 
 class SelfImprovingAgent:
-    """Answers tasks with test-time self-improvement; the base model is unchanged after every `respond`."""
+    """Answers tasks with test-time self-improvement; the base model is unchanged after every `respond`.
+
+    The agent owns its LoRA adapters on the model (installed on the first adaptation). One model carries one
+    agent's adapters at a time: `close()` the agent (or use it as a context manager) before another one adapts
+    on the same model; a second one that tries is refused with a ConfigError.
+    """
 
     def __init__(self, model: HFModel, config: AgentConfig | None = None, teacher: Synthesizer | None = None):
         self.config = (config or AgentConfig()).validate()
         self.model = model
-        self.learner = Learner.attach(model, self.config.learn, seed=self.config.seed)
+        self.learner = Learner(model, self.config.learn, seed=self.config.seed)
         self.synthesizer: Synthesizer = SelfSynthesizer(model, self.config.synthesis)
         if self.config.uses_teacher:
             if teacher is None:
@@ -121,61 +118,42 @@ class SelfImprovingAgent:
                 teacher = TeacherSynthesizer(self.config.teacher, self.config.synthesis)
             self.synthesizer = teacher
 
+    def __enter__(self) -> SelfImprovingAgent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Take this agent's adapter layers out of the model (it can adapt again later; they go back in)."""
+        self.learner.close()
+
     def respond(self, task: Task) -> Response:
-        self._check(task)
-        item = self._assess(task)  # H: self-awareness
-        if item.trace.decision == "adapt":
-            self._record_base([item])
-            self._augment(item)  # G: self-augmentation (pairs to train on, or demonstrations for tt-icl)
-        if not item.examples:
-            return self._answer([item])[0]
-        try:  # T: self-learning, answer, reset
-            with stage(item.trace.timings, "train_s"):
-                item.trace.train = self.learner.adapt(item.examples, item.seed)
-            item.trace.adapted, item.slot = True, 0
-            return self._answer([item])[0]
-        finally:
-            with stage(item.trace.timings, "reset_s"):
-                self.learner.reset()
+        """Algorithm 1 on one input."""
+        return self.respond_batch([task])[0]
 
     def respond_batch(self, tasks: list[Task]) -> list[Response]:
-        """`respond` on each task, with the inputs that adapt trained together and all answered together.
-
-        Every input gets the same gate, decision, synthetic pairs (its own seed), training and greedy answer as
-        `respond` would give it, up to floating-point rounding of batched arithmetic: the adapted inputs train in
-        one multi-slot LoRA training (slot i for the i-th of them, see `Learner.adapt_many`), then every input is
-        answered in one batched generation, each row with its own slot (no adapter for the inputs that did not
-        adapt), and the slots are reset. Shared stages are timed once and split evenly: each input's `train_s`
-        and `reset_s` is the batch time over the number of adapted inputs, `answer_s` the batch time over all
-        inputs; `Response.batch` is the number of inputs in the batch. With sampled answers (`samples` > 1) the
-        samples would draw from one RNG shared by the batch, so each input is answered by `respond` instead.
-        """
-        if len(tasks) <= 1 or self.config.samples > 1:
-            return [self.respond(task) for task in tasks]
+        """Algorithm 1 on a batch of inputs: H, G and T each run once for all of them; then answer and reset."""
         for task in tasks:
             self._check(task)
-        items = [self._assess(task) for task in tasks]
-        decided = [item for item in items if item.trace.decision == "adapt"]
-        self._record_base(decided)
-        for item in decided:
-            self._augment(item)
-        learners = [item for item in items if item.examples]
-        for item in items:
-            item.trace.batch = len(items)
-        if not learners:
-            return self._answer(items)
-        try:
-            with shared_stage([item.trace for item in learners], "train_s"):
-                logs = self.learner.adapt_many([item.examples for item in learners],
-                                               [item.seed for item in learners])
-            for slot, (item, log) in enumerate(zip(learners, logs, strict=True)):
-                item.trace.train, item.trace.adapted, item.slot = log, True, slot
-            return self._answer(items)
-        finally:
-            with shared_stage([item.trace for item in learners], "reset_s"):
-                self.learner.reset()
+        if not tasks:
+            return []
+        inputs = [self._input(task, len(tasks)) for task in tasks]
+        self._gate(inputs)  # H: self-awareness, every prompt at once
+        chosen = [x for x in inputs if x.trace.decision is Decision.ADAPT]
+        self._augment(chosen)  # G: self-augmentation (pairs to learn from, or demonstrations for tt-icl)
+        learners = [x for x in chosen if x.examples]
+        start = time.perf_counter()
+        with self.learner.adapted([x.examples for x in learners], [x.seed for x in learners]) as logs:  # T
+            _charge(learners, "train_s", time.perf_counter() - start)
+            for slot, (x, log) in enumerate(zip(learners, logs, strict=True)):
+                x.slot, x.trace.train, x.trace.adapted = slot, log, True
+            self._answer(inputs)  # each input with its own slot, or the base model
+            start = time.perf_counter()
+        _charge(learners, "reset_s", time.perf_counter() - start)  # the block's exit reset every slot
+        return [x.trace for x in inputs]
 
-    # ---- the pieces of the loop ------------------------------------------------------------------------------
+    # ---- the stages ------------------------------------------------------------------------------------------
 
     def _check(self, task: Task) -> None:
         if self.config.method == "oracle" and not task.answer:
@@ -184,21 +162,27 @@ class SelfImprovingAgent:
             raise TaskError(f"task {task.id!r} has no tools: the gate has no candidate actions to score "
                             "(use method base to answer it without test-time learning)")
 
-    def _assess(self, task: Task) -> _Input:
-        """H: score the candidate actions and decide whether this input adapts."""
+    def _input(self, task: Task, batch: int) -> _Input:
         fmt = get_format(task.format)
-        timings = dict.fromkeys(STAGES, 0.0)
         prompt = self.model.chat_prompt(answer_messages(task, fmt))
-        with stage(timings, "gate_s"):
-            u = assess(self.model, prompt, task.tools, fmt, self.config.gate) if task.tools else None
-        adapt, reason = self._decide(u)
-        trace = Response(id=task.id, method=self.config.method, uncertainty=u, decision="adapt" if adapt else "skip",
-                         reason=reason, timings=timings, scoring_prompt=prompt)
+        trace = Response(id=task.id, method=self.config.method, uncertainty=None, decision=Decision.SKIP,
+                         reason="method base: answered by the base model", scoring_prompt=prompt, batch=batch)
         return _Input(task, fmt, prompt, input_seed(self.config.seed, task.id), trace)
 
-    def _decide(self, u: Uncertainty | None) -> tuple[bool, str]:
+    def _gate(self, inputs: list[_Input]) -> None:
+        """H: score every input's candidate actions in one batch and decide which inputs adapt."""
+        gated = [x for x in inputs if x.task.tools]
+        with _stage(gated, "gate_s"):
+            verdicts, caches = assess_many(self.model, [x.prompt for x in gated], [x.task.tools for x in gated],
+                                           [x.fmt for x in gated], self.config.gate, keep_cache=True)
+        for i, (x, u) in enumerate(zip(gated, verdicts, strict=True)):
+            x.trace.uncertainty, x.cache = u, caches[i] if caches else None
+            adapt, x.trace.reason = self._decide(u)
+            x.trace.decision = Decision.ADAPT if adapt else Decision.SKIP
+
+    def _decide(self, u: Uncertainty) -> tuple[bool, str]:
         method = self.config.method
-        if method == "base" or u is None:
+        if method == "base":
             return False, "method base: answered by the base model"
         verdict = f"{u.measure} {u.confidence:.4f} {'<' if u.uncertain else '>='} tau {u.tau}"
         if method == "no-gate":
@@ -207,64 +191,70 @@ class SelfImprovingAgent:
             return not u.uncertain, f"confident-only: {verdict}"
         return u.uncertain, f"{'uncertain' if u.uncertain else 'confident'}: {verdict}"
 
-    def _record_base(self, items: list[_Input]) -> None:
-        """Measurement only (config.record_base): what the base model answers to inputs decided for adaptation."""
-        if self.config.record_base and items:
-            answers = self._generate([item.prompt for item in items], [NO_ADAPTER] * len(items),
-                                     max_new_tokens=self.config.max_new_tokens)
-            for item, answer in zip(items, answers, strict=True):
-                item.trace.base_raw = answer
+    def _augment(self, inputs: list[_Input]) -> None:
+        """G: synthesize pairs for every chosen input; they become training examples, or demonstrations (tt-icl)."""
+        with _stage(inputs, "synthesize_s"):
+            results = self._synthesize(inputs)
+        for x, data in zip(inputs, results, strict=True):
+            task, fmt, trace = x.task, x.fmt, x.trace
+            trace.synthetic, trace.rejected = data.pairs, data.rejected
+            if not data.pairs:
+                trace.reason = data.error or f"no valid synthetic pair ({_counts(data.rejected)}): answered unadapted"
+            elif self.config.method == "tt-icl":  # the training-free variant: the pairs become demonstrations
+                demos = [(p.query, fmt.render(p.answer, task.tools)) for p in data.pairs]
+                trace.reason += "; synthetic pairs used as in-context demonstrations"
+                x.prompt, x.cache = self.model.chat_prompt(answer_messages(task, fmt, demos)), None
+            else:
+                x.examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer, task.tools))
+                              for p in data.pairs]
 
-    def _augment(self, item: _Input) -> None:
-        """G: synthesize pairs; they become training examples, or demonstrations in the prompt for tt-icl."""
-        task, fmt, trace = item.task, item.fmt, item.trace
-        with stage(trace.timings, "synthesize_s"):
-            data = self._synthesize(task, fmt, item.seed)
-        trace.synthetic, trace.rejected = data.pairs, data.rejected
-        if not data.pairs:
-            trace.reason = data.error or f"no valid synthetic pair ({_counts(data.rejected)}): answered unadapted"
-        elif self.config.method == "tt-icl":  # training-free variant: the pairs become demonstrations
-            demos = [(p.query, fmt.render(p.answer, task.tools)) for p in data.pairs]
-            trace.reason += "; synthetic pairs used as in-context demonstrations"
-            item.prompt = self.model.chat_prompt(answer_messages(task, fmt, demos))
-        else:
-            item.examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer, task.tools))
-                             for p in data.pairs]
-
-    def _synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis:
+    def _synthesize(self, inputs: list[_Input]) -> list[Synthesis]:
         if self.config.method == "oracle":  # upper bound: the input's own gold label
-            return Synthesis([SyntheticPair(task.query, list(task.answer or []), "gold")])
-        return self.synthesizer.synthesize(task, fmt, seed)
+            return [Synthesis([SyntheticPair(x.task.query, list(x.task.answer or []), "gold")]) for x in inputs]
+        return self.synthesizer.synthesize_many([x.task for x in inputs], [x.fmt for x in inputs],
+                                                [x.seed for x in inputs])
 
     def _example_prompt(self, task: Task, pair: SyntheticPair, fmt: AnswerFormat) -> str:
         source = task if pair.source == "gold" else task.with_query(pair.query)
         return self.model.chat_prompt(answer_messages(source, fmt))
 
-    def _answer(self, items: list[_Input]) -> list[Response]:
-        """Greedy answers to every input in one generation, each with its slot (and samples, if configured)."""
-        c = self.config
-        with shared_stage([item.trace for item in items], "answer_s"):
-            raws = self._generate([item.prompt for item in items], [item.slot for item in items],
-                                  max_new_tokens=c.max_new_tokens)
-            if c.samples > 1:  # seeded per input: one generation each (respond_batch never gets here)
-                for item in items:
-                    item.trace.samples = self._generate([item.prompt], [item.slot], max_new_tokens=c.max_new_tokens,
-                                                        temperature=c.sample_temperature,
-                                                        num_return_sequences=c.samples, seed=item.seed)
-        for item, raw in zip(items, raws, strict=True):
-            item.trace.raw = raw
-            try:
-                item.trace.answer = item.fmt.parse(raw)
-            except AnswerParseError as e:
-                item.trace.parse_error = str(e)
-        return [item.trace for item in items]
+    def _answer(self, inputs: list[_Input]) -> None:
+        """Greedy answers to every input in one generation, each with its slot (and samples, if configured).
 
-    def _generate(self, prompts: list[str], slots: list[int], **kwargs: Any) -> list[str]:
-        """The model's completions, prompt i with adapter slot slots[i] (NO_ADAPTER: the base model)."""
-        engine = self.learner.engine
-        if engine is None:  # no adapter installed: every row is the base model
-            return self.model.generate(prompts, **kwargs)
-        return engine.generate(prompts, slots, **kwargs)
+        An input answered by the base model on the prompt the gate scored starts from the gate's KV cache.
+        """
+        c = self.config
+        prompts, slots = [x.prompt for x in inputs], [x.slot for x in inputs]
+        prefixes = [x.cache if x.slot == NO_ADAPTER else None for x in inputs]
+        with _stage(inputs, "answer_s"):
+            raws = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens, prefixes=prefixes)
+            if c.samples > 1:  # each input samples from its own seed, whatever else is in the batch
+                drawn = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens,
+                                              temperature=c.sample_temperature, num_return_sequences=c.samples,
+                                              seeds=[x.seed for x in inputs], prefixes=prefixes)
+                for i, x in enumerate(inputs):
+                    x.trace.samples = drawn[i * c.samples: (i + 1) * c.samples]
+        for x, raw in zip(inputs, raws, strict=True):
+            x.trace.raw, x.cache = raw, None
+            try:
+                x.trace.answer = x.fmt.parse(raw)
+            except AnswerParseError as e:
+                x.trace.parse_error = str(e)
+
+
+@contextmanager
+def _stage(inputs: list[_Input], name: str) -> Iterator[None]:
+    """Time one stage shared by these inputs and charge each an equal share."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        _charge(inputs, name, time.perf_counter() - start)
+
+
+def _charge(inputs: list[_Input], name: str, seconds: float) -> None:
+    for x in inputs:
+        x.trace.timings[name] += seconds / len(inputs)
 
 
 def _counts(rejected: dict[str, int]) -> str:

@@ -45,9 +45,23 @@ class Synthesis:
 
 
 class Synthesizer(Protocol):
+    """Writes the pairs for uncertain inputs: the model itself (TT-SI) or a teacher (TT-D)."""
+
     source: str
 
     def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis: ...
+
+    def synthesize_many(self, tasks: list[Task], fmts: list[AnswerFormat], seeds: list[int]) -> list[Synthesis]: ...
+
+
+class OneByOne:
+    """A `Synthesizer` mixin whose `synthesize_many` asks `synthesize` for each input in turn."""
+
+    def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis:
+        raise NotImplementedError
+
+    def synthesize_many(self, tasks: list[Task], fmts: list[AnswerFormat], seeds: list[int]) -> list[Synthesis]:
+        return [self.synthesize(t, f, s) for t, f, s in zip(tasks, fmts, seeds, strict=True)]
 
 
 def normalize_query(text: str) -> str:
@@ -91,9 +105,17 @@ class SelfSynthesizer:
         self.source = source  # "teacher" when a local model writes for another (the demo's TT-D)
 
     def synthesize(self, task: Task, fmt: AnswerFormat, seed: int) -> Synthesis:
+        return self.synthesize_many([task], [fmt], [seed])[0]
+
+    def synthesize_many(self, tasks: list[Task], fmts: list[AnswerFormat], seeds: list[int]) -> list[Synthesis]:
+        """Every input's drafts in one batched generation; input i samples from its own seed, so its drafts are
+        the same whichever inputs share the batch."""
         c = self.config
-        prompt = self.model.chat_prompt(synthesis_messages(task, fmt))
+        if not tasks:
+            return []
+        prompts = [self.model.chat_prompt(synthesis_messages(t, f)) for t, f in zip(tasks, fmts, strict=True)]
         n = c.k * c.oversample if c.temperature > 0 else 1  # greedy drafts would all be the same
-        drafts = self.model.generate([prompt], max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                                     top_p=c.top_p, num_return_sequences=n, seed=seed)
-        return select_pairs(drafts, task, fmt, c.k, self.source)
+        drafts = self.model.generate(prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
+                                     top_p=c.top_p, num_return_sequences=n, seeds=list(seeds))
+        return [select_pairs(drafts[i * n: (i + 1) * n], task, fmt, c.k, self.source)
+                for i, (task, fmt) in enumerate(zip(tasks, fmts, strict=True))]

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ttsi.config import GateConfig
+from ttsi.engine.cache import PrefixCache
 from ttsi.formats import AnswerFormat
 from ttsi.model import HFModel, Scored
 from ttsi.task import Tool
@@ -74,20 +75,24 @@ def confidence_of(measure: str, probs: list[float], top: Scored) -> float:
     return perplexity_confidence(top)
 
 
-def candidate_actions(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat,
-                      config: GateConfig) -> list[str]:
-    """The continuation scored for each function: the prefix naming it, or its greedily completed first call."""
-    prefixes = [fmt.name_prefix(t.name, tools) for t in tools]
+def candidate_actions(model: HFModel, prompts: list[str], tool_lists: list[list[Tool]], fmts: list[AnswerFormat],
+                      config: GateConfig) -> list[list[str]]:
+    """The continuations scored for each prompt's functions: the prefix naming each, or its greedy first call.
+
+    With `candidates == "call"`, every prompt's every prefix is completed in one batched greedy generation.
+    """
+    prefixes = [[fmt.name_prefix(t.name, tools) for t in tools] for tools, fmt in zip(tool_lists, fmts, strict=True)]
     if config.candidates == "name":
         return prefixes
-    completions = model.generate([prompt + p for p in prefixes], max_new_tokens=config.call_max_new_tokens)
-    return [fmt.first_call(p + c) or p + c for p, c in zip(prefixes, completions, strict=True)]
+    flat = [prompt + p for prompt, ps in zip(prompts, prefixes, strict=True) for p in ps]
+    completions = iter(model.generate(flat, max_new_tokens=config.call_max_new_tokens))
+    return [[fmt.first_call(p + c) or p + c for p, c in zip(ps, completions, strict=False)]
+            for ps, fmt in zip(prefixes, fmts, strict=True)]
 
 
-def assess(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:
-    """Run the gate on one prompt whose candidate actions are calls to `tools`."""
-    continuations = candidate_actions(model, prompt, tools, fmt, config)
-    scored = model.score(prompt, continuations)
+def uncertainty_of(tools: list[Tool], continuations: list[str], scored: list[Scored],
+                   config: GateConfig) -> Uncertainty:
+    """The gate's verdict on one input from its candidates' scores: RSS probabilities, margin, confidence."""
     logprobs = [s.logprob / s.n_tokens if config.normalize == "mean" else s.logprob for s in scored]
     probs = relative_softmax(logprobs)
     top = max(range(len(probs)), key=probs.__getitem__)
@@ -96,6 +101,25 @@ def assess(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat, co
                        n_tokens=[s.n_tokens for s in scored], probs=probs, margin=margin(probs),
                        measure=config.measure, confidence=confidence, tau=config.tau,
                        uncertain=confidence < config.tau)
+
+
+def assess_many(model: HFModel, prompts: list[str], tool_lists: list[list[Tool]], fmts: list[AnswerFormat],
+                config: GateConfig, keep_cache: bool = False) -> tuple[list[Uncertainty], list[PrefixCache] | None]:
+    """Run the gate on several prompts at once (all candidates of all prompts scored together).
+
+    With `keep_cache`, each prompt's KV cache comes back too, so an input answered by the base model is not
+    run through the model again.
+    """
+    continuations = candidate_actions(model, prompts, tool_lists, fmts, config)
+    scored, caches = model.score_many(prompts, continuations, keep_cache=keep_cache)
+    verdicts = [uncertainty_of(tools, conts, s, config)
+                for tools, conts, s in zip(tool_lists, continuations, scored, strict=True)]
+    return verdicts, caches
+
+
+def assess(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:
+    """Run the gate on one prompt whose candidate actions are calls to `tools`."""
+    return assess_many(model, [prompt], [tools], [fmt], config)[0][0]
 
 
 # ---- choosing tau ---------------------------------------------------------------------------------------------

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import inspect
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ttsi.engine.cache import PrefixCache
+from ttsi.engine.scoring import Scored, score_candidates
 from ttsi.errors import ModelLoadError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
-
-
-@dataclass
-class Scored:
-    """Log-probability of one continuation after a prompt."""
-
-    logprob: float  # summed over the continuation's tokens
-    n_tokens: int
-    token_logprobs: list[float]
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -108,66 +101,31 @@ class HFModel:
 
     # ---- primitives ------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def score(self, prompt: str, continuations: list[str], batch_size: int = 16) -> list[Scored]:
-        """Summed log P(continuation | prompt) for each continuation, tokens of the two encoded separately.
+    def score_many(self, prompts: list[str], continuations: list[list[str]], keep_cache: bool = False
+                   ) -> tuple[list[list[Scored]], list[PrefixCache] | None]:
+        """Summed log P(continuation | prompt) for every prompt's continuations, all prompts in one batch.
 
-        The continuation is encoded on its own and appended to the prompt's ids, which is exactly how the
-        model would produce it when generating after the prompt.
-
-        The prompt is run once (with its KV cache kept and LM-head logits for its last position only); the
-        continuations are then scored in chunks of `batch_size` on top of that cache, right-padded, each chunk
-        one forward over all but each continuation's last token (whose output no token is scored against).
-        Equal to `score_naive` up to floating-point rounding. A model whose cache is not made of plain dynamic
-        layers (sliding-window, quantized, ...) falls back to `score_naive`.
+        Each continuation is encoded on its own and appended to its prompt's ids, which is exactly how the model
+        would produce it when generating after the prompt. The candidates' common token prefix is computed once
+        per prompt, and candidates attend to their prompt's keys and values without copies
+        (`ttsi.engine.scoring`). Equal to `score_naive` up to floating-point rounding. With `keep_cache`, each
+        prompt's KV cache comes back too (None when the model had to be scored the plain way), for `generate`.
         """
-        prompt_ids = self.encode(prompt)
-        conts = [self.encode(c) for c in continuations]
-        if any(not c for c in conts):
+        if len(continuations) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} candidate lists")
+        ids = [self.encode(p) for p in prompts]
+        conts = [[self.encode(c) for c in cs] for cs in continuations]
+        if any(not c for cs in conts for c in cs):
             raise ValueError("cannot score an empty continuation")
-        if not conts:
-            return []
-        if not prompt_ids:
+        if any(not p for p in ids):
             raise ValueError("cannot score after an empty prompt (nothing predicts the first token)")
-        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._keeps_logits else {}
-        out = self.model(input_ids=torch.tensor([prompt_ids], device=self.device), use_cache=True, **kwargs)
-        layers = _plain_layers(out.past_key_values)
-        if layers is None:  # a cache this method does not know how to share: recompute the prompt per row
-            return self._score_naive_ids(prompt_ids, conts, batch_size)
-        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each continuation's first token
-        del out
-        results: list[Scored] = []
-        for i in range(0, len(conts), batch_size):
-            results += self._score_on_prefix(layers, len(prompt_ids), first, conts[i: i + batch_size])
-        return results
+        return score_candidates(self.model, ids, conts, pad_id=self.pad_id, keep_prompt_cache=keep_cache)
 
-    def _score_on_prefix(self, layers: list[tuple[torch.Tensor, torch.Tensor]], prompt_len: int,
-                         first: torch.Tensor, conts: list[list[int]]) -> list[Scored]:
-        """Score `conts` after a prompt whose per-layer (keys, values) of batch size 1 are `layers`."""
-        from transformers import DynamicCache
-
-        n, width = len(conts), max(len(c) for c in conts) - 1  # the last token of each is only a target
-        token_lps = [[float(first[c[0]])] for c in conts]
-        if width > 0:
-            ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-            mask = torch.ones((n, prompt_len + width), dtype=torch.long)
-            for row, c in enumerate(conts):
-                ids[row, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-                mask[row, prompt_len + len(c) - 1:] = 0  # right padding: causal attention keeps it out of real rows
-            # A fresh cache per chunk built from broadcast views of the prompt's tensors: the forward's update
-            # concatenates into new tensors, so the prompt's own cache is never written to.
-            cache = DynamicCache([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
-            positions = torch.arange(prompt_len, prompt_len + width, device=self.device).expand(n, -1)
-            out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                             position_ids=positions, past_key_values=cache, use_cache=True)
-            logprobs = torch.log_softmax(out.logits.float(), dim=-1)
-            del out, cache
-            for row, c in enumerate(conts):
-                m = len(c)
-                if m > 1:
-                    target = torch.tensor(c[1:], device=logprobs.device)
-                    token_lps[row] += logprobs[row, : m - 1].gather(-1, target[:, None])[:, 0].tolist()
-        return [Scored(float(sum(lps)), len(lps), lps) for lps in token_lps]
+    def score(self, prompt: str, continuations: list[str]) -> list[Scored]:
+        """`score_many` for one prompt."""
+        if not continuations:
+            return []
+        return self.score_many([prompt], [continuations])[0][0]
 
     @torch.no_grad()
     def score_naive(self, prompt: str, continuations: list[str], batch_size: int = 16) -> list[Scored]:
@@ -207,26 +165,71 @@ class HFModel:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 num_return_sequences: int = 1, seed: int | None = None) -> list[str]:
-        """Completions for each prompt (num_return_sequences each, prompt-major); greedy when temperature is 0."""
+                 num_return_sequences: int = 1, seed: int | None = None, seeds: Sequence[int | None] | None = None,
+                 prefixes: Sequence[PrefixCache | None] | None = None) -> list[str]:
+        """Completions for each prompt (num_return_sequences each, prompt-major); greedy when temperature is 0.
+
+        Sampling: prompt i draws from its own generator seeded with seeds[i] (or `seed` for every prompt), so its
+        samples do not depend on the other prompts in the batch; a single prompt's samples are Hugging Face's
+        `generate` ones for the same seed. `prefixes[i]`: prompt i's KV cache already computed (the gate's), so
+        the prompt is not run again.
+        """
+        if seeds is None:
+            seeds = [seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        if not prompts:
+            return []
+        from ttsi.engine.decode import decode, supports
+
+        if not supports(self.model):  # e.g. sliding-window layers: Hugging Face's loop, one prompt per seed
+            if temperature == 0:
+                return self.hf_generate(prompts, max_new_tokens, temperature, top_p, num_return_sequences)
+            return [text for prompt, s in zip(prompts, seeds, strict=True)
+                    for text in self.hf_generate([prompt], max_new_tokens, temperature, top_p, num_return_sequences, s)]
+        rows = decode(self.model, [self.encode(p) for p in prompts], max_new_tokens=max_new_tokens,
+                      stop_ids=self.eos_ids, pad_id=self.pad_id, temperature=temperature, top_p=top_p,
+                      num_return_sequences=num_return_sequences, seeds=seeds, prefixes=prefixes)
+        return [self.decode(row) for row in rows]
+
+    def hf_generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0,
+                    top_p: float = 1.0, num_return_sequences: int = 1, seed: int | None = None) -> list[str]:
+        """The reference for `generate`: Hugging Face's `generate` with every decoding field pinned.
+
+        One RNG for the whole batch (seeded with `seed`), so a prompt's samples depend on the batch.
+        """
+        rows = self.hf_generate_ids([self.encode(p) for p in prompts], max_new_tokens, temperature, top_p,
+                                    num_return_sequences, seed)
+        return [self.decode(row) for row in rows]
+
+    @torch.no_grad()
+    def hf_generate_ids(self, prompts: list[list[int]], max_new_tokens: int = 256, temperature: float = 0.0,
+                        top_p: float = 1.0, num_return_sequences: int = 1, seed: int | None = None,
+                        stop_ids: Sequence[int] | None = None) -> list[list[int]]:
+        """`hf_generate` on token ids: each row's new ids as `generate` returns them (padding after a stop included).
+
+        `stop_ids`: the tokens that end a row (None: the model's end-of-turn tokens; empty: none, so every row gets
+        exactly `max_new_tokens`).
+        """
         from transformers import GenerationConfig
 
-        input_ids, mask = self._left_pad([self.encode(p) for p in prompts])
+        input_ids, mask = self._left_pad(prompts)
         sample = temperature > 0
         # Every decoding field is pinned: fields left unset would be filled from the model's own generation
         # defaults (Qwen2.5 ships top_k=20 and repetition_penalty=1.05), so "greedy" would not be argmax.
         decoding = ({"temperature": temperature, "top_p": top_p, "top_k": 0} if sample  # top_k 0: no cut
                     else {"temperature": 1.0, "top_p": 1.0, "top_k": 50})  # library defaults: inert when greedy
+        stops = self.eos_ids if stop_ids is None else list(stop_ids)
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sample, **decoding,
                                   repetition_penalty=1.0, no_repeat_ngram_size=0,
                                   num_return_sequences=num_return_sequences,
-                                  pad_token_id=self.pad_id, eos_token_id=self.eos_ids or None)
+                                  pad_token_id=self.pad_id, eos_token_id=stops or None)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded sampling without disturbing the caller's RNG
             if seed is not None:
                 torch.manual_seed(seed)
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=config)
-        return [self.decode(row[input_ids.shape[1]:].tolist()) for row in out]
+        return [row[input_ids.shape[1]:].tolist() for row in out]
 
     def _left_pad(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -244,19 +247,6 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, adapter).merge_and_unload()
-
-
-def _plain_layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Per-layer (keys, values) of a cache made only of plain dynamic layers; None for any other cache."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return None
-    kv = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in layers]
-    if not all(isinstance(t, torch.Tensor) and t.dim() == 4 and t.shape[0] == 1 for pair in kv for t in pair):
-        return None  # e.g. layers that share another layer's cache and hold nothing themselves
-    return kv
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

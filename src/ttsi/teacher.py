@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ttsi.augment import Synthesis, select_pairs
+from ttsi.augment import OneByOne, Synthesis, select_pairs
 from ttsi.config import SynthesisConfig, TeacherConfig
 from ttsi.errors import TeacherError
 from ttsi.formats import AnswerFormat
@@ -17,7 +17,7 @@ from ttsi.task import Task
 _OPTIONAL = ("temperature", "top_p", "seed", "max_completion_tokens")
 
 
-class TeacherSynthesizer:
+class TeacherSynthesizer(OneByOne):
     """Same prompt and validation as TT-SI; only the writer changes."""
 
     source = "teacher"

@@ -102,7 +102,7 @@ def train_causal_lm(model: Any, tokenizer: Any, examples: list[tuple[str, str]],
     at the end, and when Ctrl-C stops it (at the next step boundary); if the file exists when training starts, the
     loop continues from it, so a resumed run ends with the same weights, bit for bit, as one that never stopped.
     """
-    from ttsi.learn import encode_pair
+    from ttsi.engine.train import encode_pair
 
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -187,7 +187,7 @@ def _step(model: Any, optimizer: Any, loop: _Loop, batch: list[Any], step: int, 
           rank: int, world: int) -> None:
     """One optimizer step on this rank's share of `batch`; its loss (the whole batch's) is appended to `losses`."""
     from ttsi import data_parallel
-    from ttsi.learn import collate
+    from ttsi.engine.train import collate
 
     scale = min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / loop.steps))
     for group in optimizer.param_groups:
@@ -275,7 +275,7 @@ def _train_helper(config: Any, state: bytes, encoded: list[Any], loop: _Loop) ->
 
 def _supervised(example: tuple[Any, ...]) -> float:
     """How much `example` adds to the loss's denominator: its labelled tokens, or their weights if it has them."""
-    from ttsi.learn import IGNORE
+    from ttsi.engine.train import IGNORE
 
     labels = example[1][1:]
     if len(example) < 3:
@@ -286,7 +286,7 @@ def _supervised(example: tuple[Any, ...]) -> float:
 def _weighted_pair(tokenizer: Any, prompt: str, answer: str, spans: Callable[[str], list[tuple[int, int]]],
                    weight: float) -> tuple[list[int], list[int], list[float]]:
     """(input ids, labels, loss weights): `encode_pair`'s ids and labels, with `weight` on the emphasised tokens."""
-    from ttsi.learn import IGNORE
+    from ttsi.engine.train import IGNORE
 
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     coded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
@@ -334,7 +334,7 @@ def answer_loss(model: Any, batch: dict[str, torch.Tensor], weights: torch.Tenso
     Without the mask the attention takes its fused causal kernel, and the vocabulary projection and softmax run
     on the answer tokens (a fraction of each sequence) instead of every position.
     """
-    from ttsi.learn import IGNORE
+    from ttsi.engine.train import IGNORE
 
     hidden = model.get_decoder()(input_ids=batch["input_ids"]).last_hidden_state
     labels = batch["labels"][:, 1:]

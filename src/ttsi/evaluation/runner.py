@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ttsi.agent import Response, SelfImprovingAgent
+from ttsi.agent import Decision, Response, SelfImprovingAgent
 from ttsi.augment import Synthesizer
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.config import AgentConfig
@@ -61,21 +61,45 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
                    TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as bar:
             job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=done_before, acc=_acc(correct))
-            agent = base = None
-            for seed, batch in _batches(todo, batch_size):
-                if agent is None or agent.config.seed != seed:
-                    agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
-                    if config.method == "oracle":  # answers the items that have no gold to train on
-                        base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
-                for task, response in zip(batch, _respond(agent, base, batch), strict=True):
-                    record = make_record(bench, split, task, seed, response)
-                    run.append(record)
-                    correct[record["correct"]] += 1
-                    bar.update(job, advance=1, acc=_acc(correct))
+            agent: SelfImprovingAgent | None = None
+            base = None
+            try:
+                for seed, batch in _batches(todo, batch_size):
+                    if agent is None or agent.config.seed != seed:
+                        if agent is not None:
+                            agent.close()  # the next seed's agent draws its own initial adapters
+                        agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
+                        if config.method == "oracle":  # answers the items that have no gold to train on
+                            base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
+                    responses = _respond(agent, base, batch)
+                    base_raws = base_answers(model, responses, config) if config.record_base else [None] * len(batch)
+                    for task, response, base_raw in zip(batch, responses, base_raws, strict=True):
+                        record = make_record(bench, split, task, seed, response, base_raw)
+                        run.append(record)
+                        correct[record["correct"]] += 1
+                        bar.update(job, advance=1, acc=_acc(correct))
+            finally:
+                if agent is not None:
+                    agent.close()
     records = read_records(run.results)
     summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
     (Path(out) / SUMMARY).write_text(to_json(summary))
     return summary
+
+
+def base_answers(model: HFModel, responses: list[Response], config: AgentConfig) -> list[str | None]:
+    """Measurement only: the base model's answers to the inputs decided for adaptation (None for the others).
+
+    They make the gate's quality (AUROC against base errors), tau sweeps and fixed / broken counts computable for
+    every input of a run. The agent has reset its adapters by now, so the model is the base model.
+    """
+    chosen = [i for i, r in enumerate(responses) if r.decision is Decision.ADAPT]
+    out: list[str | None] = [None] * len(responses)
+    if chosen:
+        texts = model.generate([responses[i].scoring_prompt for i in chosen], max_new_tokens=config.max_new_tokens)
+        for i, text in zip(chosen, texts, strict=True):
+            out[i] = text
+    return out
 
 
 def _batches(todo: list[tuple[int, Task]], size: int) -> Iterator[tuple[int, list[Task]]]:
@@ -107,12 +131,14 @@ def _acc(correct: Counter[bool]) -> str:
     return f"{correct[True] / n:.1%}" if n else "-"
 
 
-def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response) -> dict[str, Any]:
-    """One line of results.jsonl: the scored answer, the base model's, the samples', and the agent's trace."""
+def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response,
+                base_raw: str | None = None) -> dict[str, Any]:
+    """One line of results.jsonl: the scored answer, the base model's (`base_raw` for an adapted input), the
+    samples', and the agent's trace."""
     final = bench.score(task, r.raw)
-    base: ItemScore | None = final if r.decision == "skip" else None  # skipped inputs were answered by the base
-    if r.base_raw is not None:
-        base = bench.score(task, r.base_raw)
+    base: ItemScore | None = final if r.decision is Decision.SKIP else None  # skipped: answered by the base
+    if base_raw is not None:
+        base = bench.score(task, base_raw)
     samples = [bench.score(task, text).correct for text in r.samples]
     trace = r.to_dict()
     return {
@@ -120,12 +146,12 @@ def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response
         "subsets": bench.subsets(task),
         "prediction": trace["answer"], "raw": r.raw, "correct": final.correct, "error": final.reason,
         "error_detail": final.detail, "counts": final.counts,
-        "base_raw": r.base_raw, "base_correct": None if base is None else base.correct,
+        "base_raw": base_raw, "base_correct": None if base is None else base.correct,
         "base_error": None if base is None else base.reason,
         "samples": r.samples, "samples_correct": samples,
         "majority_correct": majority_correct(task, r.samples, samples) if samples else None,
         "pass_correct": any(samples) if samples else None,
-        "gate": trace["uncertainty"], "decision": r.decision, "adapted": r.adapted, "reason": r.reason,
+        "gate": trace["uncertainty"], "decision": trace["decision"], "adapted": r.adapted, "reason": r.reason,
         "synthetic": trace["synthetic"], "rejected": r.rejected, "train": trace["train"], "timings": r.timings,
         "batch": r.batch,
     }

@@ -37,10 +37,15 @@ def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], l
                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]
     with Progress(*columns, console=console or Console(stderr=True)) as bar:
         job = bar.add_task("sft", total=learn.epochs * -(-len(examples) // learn.batch_size), loss=float("nan"))
-        log = learner.adapt(examples, seed=seed, progress=lambda step, loss: bar.update(job, completed=step + 1,
-                                                                                         loss=loss))
-    out.mkdir(parents=True, exist_ok=True)
-    learner.save(out / "adapter")
+        def progress(step: int, losses: dict[int, float]) -> None:
+            bar.update(job, completed=step + 1, loss=losses[0])
+
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            with learner.adapted([examples], [seed], progress) as (log,):
+                learner.save(out / "adapter")
+        finally:
+            learner.close()
     record = {"benchmark": bench.name, "split": split, "samples": len(labelled), "skipped_unlabelled":
               len(tasks) - len(labelled), "steps": log.steps, "final_loss": log.losses[-1], "losses": log.losses,
               "learn": dataclasses.asdict(learn), "seed": seed, "versions": versions(), "git_commit": git_commit(),

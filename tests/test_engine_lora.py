@@ -1,4 +1,4 @@
-"""Batched multi-adapter LoRA: slots trained together equal slots trained alone, and equal PEFT's `Learner`.
+"""The multi-slot LoRA engine: slots trained together equal slots trained alone, and equal PEFT's LoRA.
 
 Tolerances. Stacked slots differ from single-slot training only in float rounding (batched vs plain matmuls,
 padding to the widest row, summation order in the loss and clip). Adam divides by the gradient's running RMS,
@@ -15,11 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-import ttsi.multilora as multilora
+import ttsi.engine.train as train
 from ttsi.config import LearnConfig
+from ttsi.engine.lora import NO_ADAPTER, MultiLoRA, StackedLoRALinear
+from ttsi.engine.train import SlotAdamW, SlotTrainer
 from ttsi.errors import ConfigError
 from ttsi.model import HFModel
-from ttsi.multilora import NO_ADAPTER, MultiLoRA, SlotAdamW, StackedLoRALinear
 
 CONFIG = LearnConfig(lr=1e-3, epochs=3, batch_size=2, warmup_ratio=0.1)
 TOL = 1e-5
@@ -54,6 +55,7 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max((a[k] - b[k]).abs().max().item() for k in a)
 
 
+@pytest.mark.slow
 def test_slots_trained_together_equal_each_trained_alone(qwen_dir):
     together = MultiLoRA.install(_load(qwen_dir), CONFIG, slots=4, seed=0)
     alone = MultiLoRA.install(_load(qwen_dir), CONFIG, slots=4, seed=0)
@@ -61,10 +63,10 @@ def test_slots_trained_together_equal_each_trained_alone(qwen_dir):
     batches = [_pairs(model, CITIES[0:1]), _pairs(model, CITIES[1:4]), _pairs(model, CITIES[4:6]),
                _pairs(model, CITIES[6:7], repeat=3)]
     seeds = [5, 6, 7, 8]
-    logs = together.train(batches, seeds)
+    logs = SlotTrainer(together, CONFIG).train(batches, seeds)
     assert [log.steps for log in logs] == [3, 6, 3, 3]  # epochs x ceil(n / batch size)
     for slot, (examples, seed) in enumerate(zip(batches, seeds, strict=True)):
-        solo = alone.train([[]] * slot + [examples], [0] * slot + [seed])[slot]
+        solo = SlotTrainer(alone, CONFIG).train([[]] * slot + [examples], [0] * slot + [seed])[slot]
         assert solo.lrs == logs[slot].lrs
         assert solo.losses == pytest.approx(logs[slot].losses, abs=1e-5)
     initial = MultiLoRA.install(_load(qwen_dir), CONFIG, slots=1, seed=0).adapter_state(0)
@@ -76,6 +78,7 @@ def test_slots_trained_together_equal_each_trained_alone(qwen_dir):
     assert batched == [alone.generate([p], [slot], max_new_tokens=8)[0] for slot, p in enumerate(prompts)]
 
 
+@pytest.mark.slow
 def test_one_slot_trains_as_the_peft_learner(qwen_dir):
     from .test_learn import _peft_reference
 
@@ -86,7 +89,7 @@ def test_one_slot_trains_as_the_peft_learner(qwen_dir):
     examples = _pairs(peft_model, CITIES[:3])
     initial_A, peft_losses, peft_lrs = _peft_reference(peft_model, CONFIG, 0, examples, order_seed=3)
     lora.load_initial(initial_A)
-    stacked_log = lora.train([examples], [3])[0]
+    stacked_log = SlotTrainer(lora, CONFIG).train([examples], [3])[0]
     assert stacked_log.lrs == peft_lrs
     assert stacked_log.losses == pytest.approx(peft_losses, abs=1e-5)
     with torch.no_grad():
@@ -96,17 +99,18 @@ def test_one_slot_trains_as_the_peft_learner(qwen_dir):
     assert (expected - base).abs().max().item() > 100 * TOL
 
 
+@pytest.mark.slow
 def test_clipping_is_per_slot(qwen_dir, monkeypatch):
     config = LearnConfig(lr=1e-3, epochs=3, batch_size=1, warmup_ratio=0.1, max_grad_norm=0.05)  # clips both
     model = _load(qwen_dir)
     batches = [_pairs(model, CITIES[:2]), _pairs(model, CITIES[2:3], repeat=10)]  # slot 1: a long answer
 
-    def trained(slot_norms=multilora.slot_grad_norms) -> tuple[MultiLoRA, MultiLoRA]:
-        monkeypatch.setattr(multilora, "slot_grad_norms", slot_norms)
+    def trained(slot_norms=train.slot_grad_norms) -> tuple[MultiLoRA, MultiLoRA]:
+        monkeypatch.setattr(train, "slot_grad_norms", slot_norms)
         together = MultiLoRA.install(_load(qwen_dir), config, slots=2)
-        together.train(batches, [1, 2])
+        SlotTrainer(together, config).train(batches, [1, 2])
         alone = MultiLoRA.install(_load(qwen_dir), config, slots=2)
-        alone.train(batches[:1], [1])
+        SlotTrainer(alone, config).train(batches[:1], [1])
         return together, alone
 
     together, alone = trained()
@@ -117,6 +121,7 @@ def test_clipping_is_per_slot(qwen_dir, monkeypatch):
     assert _max_diff(together.adapter_state(0), alone.adapter_state(0)) > 10 * TOL  # observed: 1.6e-4
 
 
+@pytest.mark.slow
 def test_reset_and_uninstall_restore_the_base_model_exactly(qwen_dir):
     model = _load(qwen_dir)
     ids = _ids(model)
@@ -125,7 +130,7 @@ def test_reset_and_uninstall_restore_the_base_model_exactly(qwen_dir):
     linears = {name: m for name, m in model.model.named_modules() if isinstance(m, nn.Linear)}
     lora = MultiLoRA.install(model, CONFIG, slots=3, seed=1)
     initial = lora.adapter_state(1)
-    lora.train([_pairs(model, CITIES[i: i + 2]) for i in range(3)], [0, 1, 2])
+    SlotTrainer(lora, CONFIG).train([_pairs(model, CITIES[i: i + 2]) for i in range(3)], [0, 1, 2])
     trained = [lora.adapter_state(slot) for slot in range(3)]
     lora.reset(slot=1)
     after = [lora.adapter_state(slot) for slot in range(3)]
@@ -143,10 +148,11 @@ def test_reset_and_uninstall_restore_the_base_model_exactly(qwen_dir):
         assert torch.equal(model.model(input_ids=ids).logits, before)
 
 
+@pytest.mark.slow
 def test_each_row_uses_its_own_slot(qwen_dir):
     model = _load(qwen_dir)
     lora = MultiLoRA.install(model, CONFIG, slots=3)
-    lora.train([_pairs(model, CITIES[i: i + 2]) for i in range(3)], [0, 1, 2])
+    SlotTrainer(lora, CONFIG).train([_pairs(model, CITIES[i: i + 2]) for i in range(3)], [0, 1, 2])
     ids = torch.randint(3, len(model.tokenizer), (4, 12), generator=torch.Generator().manual_seed(0))
     rows = [2, 0, NO_ADAPTER, 1]
     batched = _logits(lora, ids, rows)
@@ -160,13 +166,14 @@ def test_each_row_uses_its_own_slot(qwen_dir):
     assert len(sampled) == 4  # each prompt's slot follows it into its expanded rows
 
 
+@pytest.mark.slow
 def test_saved_slot_loads_in_peft_with_the_same_logits(qwen_dir, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
     model = _load(qwen_dir)
     lora = MultiLoRA.install(model, CONFIG, slots=2)
-    lora.train([_pairs(model, CITIES[:2]), _pairs(model, CITIES[2:5])], [0, 1])
+    SlotTrainer(lora, CONFIG).train([_pairs(model, CITIES[:2]), _pairs(model, CITIES[2:5])], [0, 1])
     lora.save(1, tmp_path)
     keys = load_file(str(tmp_path / "adapter_model.safetensors")).keys()
     assert "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" in keys
@@ -205,15 +212,15 @@ def test_targets_and_bad_arguments(qwen_dir):
         MultiLoRA.install(model, LearnConfig(target_modules=["nope"]), slots=2)
     lora = MultiLoRA.install(model, LearnConfig(target_modules=["q_proj", "v_proj"]), slots=2)
     assert {name.rsplit(".", 1)[-1] for name in lora.layers} == {"q_proj", "v_proj"}
-    with pytest.raises(ValueError, match="already has adapter layers"):
+    with pytest.raises(ConfigError, match="already carries adapter layers"):
         MultiLoRA.install(model, CONFIG, slots=2)
     examples = _pairs(model, CITIES[:1])
     with pytest.raises(ValueError, match="only 2 adapter slots"):
-        lora.train([examples] * 3, [0, 1, 2])
+        SlotTrainer(lora, CONFIG).train([examples] * 3, [0, 1, 2])
     with pytest.raises(ValueError, match="seeds"):
-        lora.train([examples], [0, 1])
-    with pytest.raises(ValueError, match="out of range"):
-        lora.set_slots([0, 2])
+        SlotTrainer(lora, CONFIG).train([examples], [0, 1])
+    with pytest.raises(ValueError, match="out of range"), lora.use([0, 2]):
+        pass
     with pytest.raises(ValueError, match="out of range"):
         lora.reset(slot=5)
     with pytest.raises(ValueError, match="2 prompts but 1 slots"):
