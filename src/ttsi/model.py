@@ -137,6 +137,7 @@ class HFModel:
         """
         return self._score_naive_ids(self.encode(prompt), [self.encode(c) for c in continuations], batch_size)
 
+    @torch.no_grad()
     def _score_naive_ids(self, prompt_ids: list[int], conts: list[list[int]], batch_size: int) -> list[Scored]:
         if not prompt_ids:
             raise ValueError("cannot score after an empty prompt (nothing predicts the first token)")
