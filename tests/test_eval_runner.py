@@ -226,3 +226,12 @@ def test_an_oracle_run_answers_items_without_gold_with_the_base_model(toy, tmp_p
     records = read_records(tmp_path / "results.jsonl")
     assert [r["adapted"] for r in records] == [True, False, True]
     assert records[1]["method"] == "oracle" and "no gold answer" in records[1]["reason"]
+
+
+def test_settings_that_cannot_run_are_refused_before_the_run_directory_is_written(toy, tmp_path):
+    tasks = TOY.load(None, "unseen")[:1]
+    for config, seeds, message in [(AgentConfig(), [2**64], "seed must be an integer"),
+                                   (AgentConfig(learn=LearnConfig(lr=float("inf"))), [0], "finite number")]:
+        with pytest.raises(ConfigError, match=message):
+            run_eval(toy, TOY, "unseen", tasks, config, seeds, tmp_path / "run", {"test": 1})
+        assert not (tmp_path / "run").exists()

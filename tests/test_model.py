@@ -28,6 +28,21 @@ def test_missing_paths_and_non_models_are_clear_errors(tmp_path):
         HFModel.from_pretrained("nobody/nothing")  # a hub id, offline
 
 
+def test_devices_this_machine_lacks_are_clear_errors():
+    from ttsi.model import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad, message in [("foo", "unknown device 'foo'"), ("meta", "device 'meta' is not supported")]:
+        with pytest.raises(ModelLoadError, match=message):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    else:
+        with pytest.raises(ModelLoadError, match="does not exist"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
 def test_dtype_resolution():
     from ttsi.model import resolve_dtype
 

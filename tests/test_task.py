@@ -81,6 +81,16 @@ def test_load_tasks_from_jsonl_and_list(tmp_path):
     (AgentConfig(samples=5, sample_temperature=0.0), "need a temperature above 0"),
     (AgentConfig(method="tt-d"), "needs a teacher"),
     (AgentConfig(method="tt-icl", icl_source="teacher"), "needs a teacher"),
+    (AgentConfig(learn=LearnConfig(lr=float("inf"))), "learning rate must be a finite number, got inf"),
+    (AgentConfig(learn=LearnConfig(alpha=float("inf"))), "LoRA alpha must be a finite number"),
+    (AgentConfig(gate=GateConfig(tau=float("nan"))), "tau must be a finite number, got nan"),
+    (AgentConfig(learn=LearnConfig(max_grad_norm=float("nan"))), "max_grad_norm must be a finite number"),
+    (AgentConfig(learn=LearnConfig(max_grad_norm=0.0)), "max_grad_norm must be positive"),
+    (AgentConfig(synthesis=SynthesisConfig(top_p=float("nan"))), "synthesis top_p must be a finite number"),
+    (AgentConfig(seed=2**64), r"seed must be an integer in \[0, 2\^63 - 1\]"),
+    (AgentConfig(seed=-1), "seed must be an integer"),
+    (AgentConfig(synthesis=SynthesisConfig(max_new_tokens=0)), "synthesis max_new_tokens must be at least 1"),
+    (AgentConfig(max_new_tokens=0), "max_new_tokens must be at least 1"),
 ])
 def test_bad_settings_are_refused(config, message):
     with pytest.raises(ConfigError, match=message):

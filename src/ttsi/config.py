@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from ttsi.errors import ConfigError
 
 METHODS = ("base", "tt-si", "tt-d", "tt-icl", "no-gate", "confident-only", "oracle")
 MEASURES = ("margin", "entropy", "perplexity")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 
 @dataclass
@@ -80,7 +82,17 @@ class AgentConfig:
     def validate(self) -> AgentConfig:
         """Raise ConfigError naming the first setting that cannot work."""
         g, s, t, lc = self.gate, self.synthesis, self.teacher, self.learn
+        numbers = {"tau": g.tau, "synthesis temperature": s.temperature, "synthesis top_p": s.top_p,
+                   "learning rate": lc.lr, "LoRA alpha": lc.alpha, "LoRA dropout": lc.dropout,
+                   "warmup ratio": lc.warmup_ratio, "weight decay": lc.weight_decay,
+                   "max_grad_norm": 1.0 if lc.max_grad_norm is None else lc.max_grad_norm,
+                   "sample temperature": self.sample_temperature, "teacher timeout": t.timeout_s}
+        for name, value in numbers.items():  # NaN passes every comparison below, and inf trains to NaN
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
         checks = [
+            (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
+             f"seed must be an integer in [0, 2^63 - 1], got {self.seed!r}"),
             (self.method in METHODS, f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}"),
             (0.0 <= g.tau <= 1.0, f"tau must be in [0, 1], got {g.tau}"),
             (g.measure in MEASURES, f"unknown gate measure {g.measure!r}; choose one of {', '.join(MEASURES)}"),
@@ -95,6 +107,11 @@ class AgentConfig:
             (lc.lr > 0, f"learning rate must be positive, got {lc.lr}"),
             (0 <= lc.warmup_ratio < 1, f"warmup ratio must be in [0, 1), got {lc.warmup_ratio}"),
             (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+            (s.max_new_tokens >= 1, "synthesis max_new_tokens must be at least 1"),
+            (g.call_max_new_tokens >= 1, "gate call_max_new_tokens must be at least 1"),
+            (lc.max_grad_norm is None or lc.max_grad_norm > 0,
+             f"max_grad_norm must be positive, got {lc.max_grad_norm}"),
+            (0 <= lc.dropout < 1 and lc.weight_decay >= 0, "LoRA dropout must be in [0, 1) and weight decay >= 0"),
             (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
             (self.samples == 1 or self.sample_temperature > 0, "sampled answers need a temperature above 0"),
             (self.icl_source in ("self", "teacher"),

@@ -19,7 +19,22 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    """The device to load on (default: cuda when present, else cpu); ModelLoadError for one this machine lacks."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        target = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if target.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelLoadError(f"device {device!r} asked for, but this machine has no CUDA GPU; use --device cpu")
+        if target.index is not None and target.index >= count:
+            raise ModelLoadError(f"device {device!r} does not exist: this machine has {count} CUDA GPU(s)")
+    elif target.type != "cpu":
+        raise ModelLoadError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return target
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:

@@ -49,6 +49,8 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
     check_sweep(config, taus)
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    for seed in seeds:  # every setting, each seed included, is checked before the run directory is written
+        dataclasses.replace(config, seed=seed).validate()
     # The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
     config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
                                  record_base=config.record_base or len(taus) > 1)
