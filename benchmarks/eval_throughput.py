@@ -16,7 +16,6 @@ agree up to sampling details, or the comparison would not be of the same work). 
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,6 @@ from ttsi.prompts import answer_messages, synthesis_messages
 
 TARGET = 3.0
 BATCH = 16
-DEMO_LR = 1e-3  # the demo's LoRA learning rate for the embedded model (ttsi.demo.DEMO_LR)
 
 
 def embedded_model() -> HFModel:
@@ -45,6 +43,8 @@ def embedded_model() -> HFModel:
 
 
 def config() -> AgentConfig:
+    from ttsi.demo import DEMO_LR  # the demo's LoRA learning rate for the embedded model
+
     return AgentConfig(method="tt-si", learn=LearnConfig(lr=DEMO_LR)).validate()
 
 
@@ -65,7 +65,7 @@ def per_item_loop(model: HFModel, bench: Any, tasks: list[Any], c: AgentConfig) 
                                        s.temperature, s.top_p, s.k * s.oversample, seed=seed)
             pairs = select_pairs(drafts, task, fmt, s.k, "self").pairs
             if pairs:
-                copy = Straightforward(model, dataclasses.replace(c.learn), seed=c.seed).work
+                copy = Straightforward(model, c.learn, seed=c.seed).work
                 for pair in pairs:
                     example = (model.chat_prompt(answer_messages(task.with_query(pair.query), fmt)),
                                fmt.render(pair.answer, task.tools))
