@@ -400,7 +400,7 @@ GOOD = {"file": "F-level-1-1.jsonl", "id": 0, "instruction": PROMPT_HEAD + json.
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "malformed data file"),
+    ("{not json", "is not valid JSON"),
     ("{}", "expected a JSON list"),
     ("[]", "expected a JSON list"),
     (json.dumps([{k: v for k, v in GOOD.items() if k != "input"}]), "item 0 to be an object"),
@@ -421,7 +421,7 @@ def test_malformed_files_name_the_file(tmp_path, content, message):
 
 
 def test_missing_file_and_unknown_split(tmp_path):
-    with pytest.raises(TaskError, match=r"missing data file .*level-2-api\.json"):
+    with pytest.raises(TaskError, match=r"data file .*level-2-api\.json does not exist"):
         BENCH.load(tmp_path, "level-2")
     with pytest.raises(TaskError, match="no split 'level-3'"):
         BENCH.load(tmp_path, "level-3")

@@ -334,7 +334,7 @@ def test_metrics_are_micro_averaged():
 
 
 def test_missing_file_and_unknown_split(tmp_path):
-    with pytest.raises(TaskError, match=r"missing data file .*dataset_for_finetune.dev\.json"):
+    with pytest.raises(TaskError, match=r"data file .*dataset_for_finetune.dev\.json does not exist"):
         BENCH.load(tmp_path, "dev")
     with pytest.raises(TaskError, match="no split 'train'"):
         BENCH.load(tmp_path, "train")
@@ -350,7 +350,7 @@ def with_turns(*turns: dict) -> str:
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "malformed data file"),
+    ("{not json", "is not valid JSON"),
     ("{}", "expected a JSON list"),
     ("[]", "expected a JSON list"),
     (json.dumps([{"conversations": []}]), "item 0 to be an object with an 'id'"),

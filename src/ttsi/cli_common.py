@@ -11,19 +11,28 @@ import typer
 
 from ttsi.config import METHODS, GateConfig
 from ttsi.errors import TTSIError
+from ttsi.jsonio import clean_text, describe_os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def cli_errors(fn: F) -> F:
-    """One clear line and exit code 2 for bad input; 130 on Ctrl-C; never a traceback for either."""
+    """One clear line and exit code 2 for bad input; 130 on Ctrl-C; never a traceback for either.
+
+    A file-system error that no reader turned into a TTSIError (a disk that fills, a directory that cannot be
+    created) still gets one line, naming the path.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except TTSIError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {clean_text(str(e))}", err=True)
+            raise typer.Exit(2) from None
+        except OSError as e:
+            path = f"{e.filename}: " if e.filename else ""
+            typer.echo(f"error: {clean_text(path + describe_os_error(e))}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)

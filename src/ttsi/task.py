@@ -11,12 +11,12 @@ JSON shape::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.errors import TaskError
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -99,6 +99,10 @@ class Task:
         """Validate and convert one task object; every problem raises TaskError naming the field."""
         if not isinstance(d, dict):
             raise TaskError(f"{where}: a task must be a JSON object, got {type(d).__name__}")
+        try:
+            jsonio.check_text(d)  # a lone surrogate passed from Python would crash the tokenizer, not fail here
+        except jsonio.BadJSON as e:
+            raise TaskError(f"{where}: {e.msg}") from None
         task_id = d.get("id")
         if not isinstance(task_id, (str, int)) or task_id == "":
             raise TaskError(f"{where}: missing 'id' (a non-empty string)")
@@ -126,8 +130,8 @@ def call_from_dict(c: Any, where: str) -> Call:
     args = c.get("arguments", {})
     if isinstance(args, str):  # OpenAI sends arguments as a JSON string
         try:
-            args = json.loads(args)
-        except json.JSONDecodeError as e:
+            args = jsonio.parse(args)
+        except jsonio.BadJSON as e:
             raise TaskError(f"{where}: 'arguments' is a string that is not valid JSON ({e.msg})") from None
     if not isinstance(args, dict):
         raise TaskError(f"{where}: 'arguments' must be an object")
@@ -168,6 +172,10 @@ def _tool(t: Any, i: int, where: str) -> Tool:
     if not isinstance(params.get("properties", {}), dict) or not isinstance(params.get("required", []), list):
         raise TaskError(f"{where}: tool {name!r} has malformed 'parameters' (properties must be an object, "
                         "required a list)")
+    from ttsi.jsonschema import schema_problem  # here, so that only this function depends on it
+
+    if problem := schema_problem(params):
+        raise TaskError(f"{where}: tool {name!r} has a malformed schema: {problem}")
     raw = t.get("raw")
     return Tool(name=name, description=str(spec.get("description", "")), parameters=params,
                 raw=raw if isinstance(raw, dict) else None)
@@ -175,40 +183,19 @@ def _tool(t: Any, i: int, where: str) -> Tool:
 
 def load_task(path: str | Path) -> Task:
     """Read one task from a JSON file."""
-    return Task.from_dict(_read_json(path), where=str(path))
+    return Task.from_dict(jsonio.read_json(path, "task file"), where=str(path))
 
 
 def load_tasks(path: str | Path) -> list[Task]:
     """Read tasks from a JSON list or a JSON Lines file."""
     path = Path(path)
-    text = _read_text(path)
+    items: Iterable[tuple[str, Any]]
     if path.suffix == ".jsonl":
-        items: Iterable[tuple[str, Any]] = (
-            (f"{path}:{n}", _loads(line, f"{path}:{n}")) for n, line in enumerate(text.splitlines(), 1) if line.strip())
+        items = ((f"{path}:{n}", d) for n, d in jsonio.read_jsonl(path, "task file"))
     else:
-        data = _loads(text, str(path))
+        data = jsonio.read_json(path, "task file")
         items = ((f"{path}[{i}]", d) for i, d in enumerate(data if isinstance(data, list) else [data]))
     tasks = [Task.from_dict(d, where=w) for w, d in items]
     if not tasks:
         raise TaskError(f"{path}: contains no tasks")
     return tasks
-
-
-def _read_text(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TaskError(f"task file {path} does not exist") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
-        raise TaskError(f"task file {path} cannot be read: {e}") from None
-
-
-def _loads(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-
-
-def _read_json(path: str | Path) -> Any:
-    return _loads(_read_text(path), f"task file {path}")

@@ -5,12 +5,12 @@ Adding a benchmark means adding one module that subclasses `Benchmark` and decor
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ttsi import jsonio
 from ttsi.errors import TaskError
 from ttsi.task import Call, Task
 
@@ -91,27 +91,17 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 def read_json(path: Path, expected: str) -> Any:
     """Parse a JSON file; a missing or malformed file names itself and what was expected in it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TaskError(f"missing data file {path} (expected {expected})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TaskError(f"malformed data file {path}: {e} (expected {expected})") from None
+        return jsonio.read_json(path, "data file")
+    except TaskError as e:
+        raise TaskError(f"{e} (expected {expected})") from None
 
 
 def read_jsonl(path: Path, expected: str) -> list[Any]:
     """Parse a JSON Lines file, naming the file and line of any malformed row."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise TaskError(f"missing data file {path} (expected {expected})") from None
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise TaskError(f"malformed data file {path}, line {n}: {e.msg} (expected {expected})") from None
-    return rows
+        return [row for _, row in jsonio.read_jsonl(path, "data file")]
+    except TaskError as e:
+        raise TaskError(f"{e} (expected {expected})") from None
 
 
 def require(condition: bool, path: Path, expected: str) -> None:

@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.task import Call, Task, Tool
 
 Messages = list[dict[str, str]]
@@ -102,12 +103,13 @@ def first_json(text: str) -> Any:
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
-    decoder = json.JSONDecoder()
     broken_list = -1
     for match in re.finditer(r"[\[{]", text):
         try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+            value, _ = jsonio.decode(text, match.start())
+        except jsonio.BadJSON as e:
+            if e.reason == "too_deep":  # no call list nests this deep; trying every later bracket would cost minutes
+                raise AnswerParseError("too_deep", e.msg) from None
             if broken_list < 0 and re.match(r"\[\s*\{", text[match.start():]):
                 broken_list = match.start()
             continue

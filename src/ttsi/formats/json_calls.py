@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from ttsi import jsonio
 from ttsi.formats.base import AnswerFormat, AnswerParseError, balanced_end, first_json
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Tool
@@ -38,8 +39,8 @@ class JsonCalls(AnswerFormat):
             args = item.get("arguments", {})
             if isinstance(args, str):
                 try:
-                    args = json.loads(args)
-                except json.JSONDecodeError:
+                    args = jsonio.parse(args)
+                except jsonio.BadJSON:
                     raise AnswerParseError("malformed_call", "'arguments' string is not JSON") from None
             if not isinstance(args, dict):
                 raise AnswerParseError("malformed_call", "'arguments' must be an object")

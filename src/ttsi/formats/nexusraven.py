@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
@@ -47,7 +48,10 @@ def _default(value: Any) -> Any:
     """A stub default, as `build_functions` writes it into source (`= {default}`, "JSON:" decoded)."""
     if isinstance(value, str):
         if value.startswith("JSON:"):
-            return json.loads(value.removeprefix("JSON:"))
+            try:
+                return jsonio.parse(value.removeprefix("JSON:"))
+            except jsonio.BadJSON:
+                return value  # shown as written
         try:
             return ast.literal_eval(value)
         except (ValueError, SyntaxError):

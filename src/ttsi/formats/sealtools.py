@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, balanced_end
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
@@ -101,9 +102,9 @@ def official_parse(text: str) -> list[Any]:
     if missing:
         raise AnswerParseError("missing_keys", f"the list never mentions {', '.join(missing)}")
     try:
-        return json.loads(chunk)
-    except json.JSONDecodeError as e:
-        raise AnswerParseError("invalid_json", f"after ' -> \": {e.msg} at column {e.colno}") from None
+        return jsonio.parse(chunk)
+    except jsonio.BadJSON as e:
+        raise AnswerParseError("invalid_json", f"after ' -> \": {e.msg}") from None
 
 
 def call_parts(item: Any) -> tuple[str, dict[str, Any]] | None:

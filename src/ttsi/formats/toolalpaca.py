@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, balanced_end
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Task, Tool
@@ -76,8 +77,8 @@ def action_input(text: str) -> Any:
     if not starts or not ends:
         raise AnswerParseError("malformed_input", "the action input holds no JSON object")
     try:
-        return json.loads(text[min(starts): max(ends) + 1])
-    except json.JSONDecodeError as e:
+        return jsonio.parse(text[min(starts): max(ends) + 1])
+    except jsonio.BadJSON as e:
         raise AnswerParseError("malformed_input", f"the action input is not valid JSON ({e.msg})") from None
 
 
@@ -123,8 +124,8 @@ class ToolAlpacaFormat(AnswerFormat):
         while (span := self._action(text, pos)) is not None:
             name, start, end = span
             try:
-                value = json.loads(text[start: end + 1])
-            except json.JSONDecodeError as e:
+                value = jsonio.parse(text[start: end + 1])
+            except jsonio.BadJSON as e:
                 raise AnswerParseError("malformed_input",
                                        f"the input of {name} is not valid JSON ({e.msg})") from None
             calls.append(Call(name, value))
