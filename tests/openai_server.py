@@ -20,16 +20,20 @@ def free_port() -> int:
 
 
 class ChatServer:
-    """`/v1/models` and `/v1/chat/completions` over HTTP; `fail_status` and `refuse` inject faults."""
+    """`/v1/models` and `/v1/chat/completions` over HTTP; `fail_status`, `refuse`, `raw_reply` and `raw_models`
+    inject faults."""
 
     def __init__(self, model: HFModel, name: str = "tiny-teacher"):
         self.model, self.name = model, name
         self.fail_status: int | None = None  # answer every completion with this HTTP status
         self.refuse: set[str] = set()  # request parameters answered with a 400 naming them
+        self.raw_reply: bytes | None = None  # sent as the 200 body of every completion, instead of a real one
+        self.raw_models: bytes | None = None  # sent as the 200 body of `/v1/models`
+        self.raw_type = "application/json"  # the Content-Type of the raw bodies
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)  # quick shutdown
 
     @property
     def url(self) -> str:
@@ -71,16 +75,19 @@ class ChatServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any] | bytes,
+                      content_type: str = "application/json") -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
             def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/v1/models":
+                if self.path.rstrip("/") == "/v1/models" and server.raw_models is not None:
+                    self._send(200, server.raw_models, server.raw_type)
+                elif self.path.rstrip("/") == "/v1/models":
                     self._send(200, {"object": "list", "data": [{"id": server.name, "object": "model",
                                                                  "created": 0, "owned_by": "test"}]})
                 else:
@@ -91,6 +98,10 @@ class ChatServer:
                     self._send(404, {"error": {"message": "not found"}})
                     return
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                self._send(*server.complete(body))
+                if server.raw_reply is not None:
+                    server.requests.append(body)
+                    self._send(200, server.raw_reply, server.raw_type)
+                else:
+                    self._send(*server.complete(body))
 
         return Handler

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
-from ttsi.config import SynthesisConfig, TeacherConfig
+from ttsi.agent import SelfImprovingAgent
+from ttsi.config import AgentConfig, GateConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import TeacherError
 from ttsi.formats import get_format
 from ttsi.teacher import TeacherSynthesizer
@@ -78,3 +82,109 @@ def test_max_completion_tokens_falls_back_to_max_tokens(server):
                                                                get_format("json"), seed=0)
     assert result.error is None
     assert server.requests[-1]["max_tokens"] == 64
+
+
+# 200 replies that are not chat completions: each must end as `Synthesis([], error=...)`, never as an exception.
+BAD_REPLIES = {
+    "plain text": b"Service temporarily unavailable",
+    "broken JSON": b'{"choices": [{"message": ',
+    "empty object": b"{}",
+    "choices not a list": b'{"choices": 5}',
+    "no choices": b'{"choices": []}',
+    "choice without message": b'{"choices": [{}]}',
+    "content not a string": b'{"choices": [{"message": {"content": 7}}]}',
+    "content a lone surrogate": b'{"choices": [{"message": {"content": "\\ud800"}}]}',
+    "array": b"[]",
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    "huge integer": b"7" * 5000,
+}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+@pytest.mark.parametrize("body", BAD_REPLIES.values(), ids=BAD_REPLIES.keys())
+def test_a_reply_that_is_not_a_chat_completion_yields_no_pairs_and_a_reason(server, body, content_type):
+    server.raw_reply, server.raw_type = body, content_type
+    result = _teacher(server.url).synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
+    assert result.pairs == [] and result.drafts == 0
+    assert result.error and result.error.startswith("teacher's reply is not a chat completion: ")
+    assert "\n" not in result.error and len(result.error) < 300
+    assert len(server.requests) == 1  # a 200 reply is not retried
+
+
+@pytest.mark.slow
+def test_the_agent_answers_unadapted_when_the_teacher_replies_garbage(server, toy):
+    task = make_tasks(1, SEEN, seed=2)[0]  # the toy model is unsure of it: margin 0.95 < tau 1.0
+    config = AgentConfig(method="tt-d", gate=GateConfig(tau=1.0), max_new_tokens=16,
+                         teacher=TeacherConfig(url=server.url, model="tiny-teacher", timeout_s=30, retries=0))
+    base = SelfImprovingAgent(toy, AgentConfig(method="base", max_new_tokens=16)).respond(task)
+    with SelfImprovingAgent(toy, config) as agent:
+        for name in ("plain text", "deep nesting"):
+            server.raw_reply = BAD_REPLIES[name]
+            r = agent.respond(task)
+            assert r.decision == "adapt" and not r.adapted and r.train is None and r.synthetic == [], name
+            assert r.reason.startswith("teacher's reply is not a chat completion: "), name
+            assert r.raw == base.raw and r.answer == base.answer, name
+
+
+def test_null_content_is_an_empty_draft_and_extra_choices_are_ignored(server):
+    server.raw_reply = json.dumps({"choices": [{"message": {"content": None}}] * 50}).encode()
+    result = _teacher(server.url).synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
+    assert result.error is None and result.pairs == [] and result.drafts == 4  # k * oversample were asked for
+    assert sum(result.rejected.values()) == 4
+
+
+BAD_MODEL_LISTS = {
+    "plain text": b"<html>welcome</html>",
+    "broken JSON": b'{"data": [',
+    "empty object": b"{}",
+    "data a number": b'{"data": 5}',
+    "data a string": b'{"data": "tiny-teacher"}',
+    "item not an object": b'{"data": [5]}',
+    "item without id": b'{"data": [{"object": "model"}]}',
+    "id not a string": b'{"data": [{"id": 7}]}',
+    "array": b"[]",
+    "null": b"null",
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    "huge integer": b"7" * 5000,
+}
+
+
+@pytest.mark.parametrize("body", BAD_MODEL_LISTS.values(), ids=BAD_MODEL_LISTS.keys())
+def test_an_unreadable_model_list_passes_the_check_like_no_list(server, body):
+    server.raw_models, server.raw_type = body, "text/plain" if body.startswith(b"<") else "application/json"
+    assert _teacher(server.url, model="gpt-x").check() is None  # the first request will tell
+
+
+def test_a_long_model_list_is_cut_in_the_message(server):
+    server.raw_models = json.dumps({"data": [{"id": f"m{i}"} for i in range(30)]}).encode()
+    with pytest.raises(TeacherError, match=r"it serves: m0, m1, .*, m19 and 10 more$"):
+        _teacher(server.url, model="gpt-x").check()
+
+
+def _raising_client(error: BaseException) -> SimpleNamespace:
+    """A client whose every request raises `error`, as the SDK does while parsing some broken bodies."""
+    def fail(*args, **kwargs):
+        raise error
+
+    raw = SimpleNamespace(create=fail, list=fail)
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(with_raw_response=raw)),
+                             models=SimpleNamespace(with_raw_response=raw))
+    client.with_options = lambda **kw: client
+    return client
+
+
+@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"), ValueError("bad digits")])
+def test_whatever_the_sdk_raises_on_a_reply_is_a_reason_or_a_teacher_error(error):
+    teacher = TeacherSynthesizer(TeacherConfig(url="http://unused/v1", model="m"), SynthesisConfig(k=1),
+                                 client=_raising_client(error))
+    result = teacher.synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
+    assert result.pairs == [] and result.error == f"teacher failed: {type(error).__name__}: {error}"
+    with pytest.raises(TeacherError, match=f"failed its check: {type(error).__name__}"):
+        teacher.check()
+
+
+def test_an_interrupt_is_not_swallowed():
+    teacher = TeacherSynthesizer(TeacherConfig(url="http://unused/v1", model="m"), SynthesisConfig(k=1),
+                                 client=_raising_client(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        teacher.synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
