@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ttsi.errors import ConfigError
-from ttsi.evaluation.records import RunDir, read_records
+from ttsi.evaluation.records import FIELDS, RunDir, read_records
 from ttsi.evaluation.stats import auroc, gate_quality, mean_std, percentile
 
 
@@ -35,26 +35,30 @@ def test_mean_std_and_percentile():
     assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 95) == 5
 
 
+def _record(item: str) -> dict:
+    return dict.fromkeys(FIELDS) | {"id": item, "seed": 0, "method": "x", "correct": True, "adapted": False}
+
+
 def test_run_dir_appends_resumes_and_refuses_to_mix(tmp_path):
-    settings = {"model": "m", "seeds": [0]}
-    with RunDir(tmp_path, settings, resume=False) as run:
-        run.append({"id": "a", "seed": 0})
-        run.append({"id": "b", "seed": 0})
+    settings, plan = {"model": "m", "seeds": [0]}, [("a", 0), ("b", 0), ("c", 0)]
+    with RunDir(tmp_path, settings, resume=False, plan=plan, method="x") as run:
+        run.append(_record("a"))
+        run.append(_record("b"))
     with pytest.raises(ConfigError, match="already holds results: pass --resume"):
-        RunDir(tmp_path, settings, resume=False)
+        RunDir(tmp_path, settings, resume=False, plan=plan, method="x")
     with pytest.raises(ConfigError, match="settings differ from the original run in seeds"):
-        RunDir(tmp_path, {"model": "m", "seeds": [0, 1]}, resume=True)
+        RunDir(tmp_path, {"model": "m", "seeds": [0, 1]}, resume=True, plan=plan, method="x")
     with (tmp_path / "results.jsonl").open("a") as f:
         f.write('{"id": "c", "se')  # a kill in the middle of a write
     assert [r["id"] for r in read_records(tmp_path / "results.jsonl")] == ["a", "b"]
-    with RunDir(tmp_path, settings, resume=True) as run:
+    with RunDir(tmp_path, settings, resume=True, plan=plan, method="x") as run:
         assert run.done == {("a", 0), ("b", 0)}
-        run.append({"id": "c", "seed": 0})
+        run.append(_record("c"))
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert [json.loads(x)["id"] for x in lines] == ["a", "b", "c"]  # the torn line is gone, nothing duplicated
 
 
 def test_a_corrupt_record_in_the_middle_is_an_error(tmp_path):
-    (tmp_path / "results.jsonl").write_text('{"id": "a", "seed": 0}\nnot json\n{"id": "b", "seed": 0}\n')
+    (tmp_path / "results.jsonl").write_text(f'{json.dumps(_record("a"))}\nnot json\n{json.dumps(_record("b"))}\n')
     with pytest.raises(ConfigError, match="line 2, is not a JSON record"):
         read_records(tmp_path / "results.jsonl")

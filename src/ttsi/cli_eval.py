@@ -117,7 +117,7 @@ def eval_command(
     out = out or Path("runs") / f"{bench.name}-{split}-{method}"
     settings = {"model": model, "adapter": adapter, "benchmark": bench.name, "split": split, "limit": limit,
                 "n": len(tasks), "seeds": seed_list, "taus": taus, "agent": config.to_dict(), "batch": batch,
-                "data_dir": str(path) if path else None}
+                "data_dir": str(path) if path else None, "dtype": dtype, "device": device}
     quiet_libraries()
     from ttsi.evaluation.runner import run_eval
     from ttsi.model import HFModel

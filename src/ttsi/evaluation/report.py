@@ -2,33 +2,75 @@
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
-from ttsi.errors import TaskError
-from ttsi.evaluation.records import RESULTS, SUMMARY, read_records
+from ttsi import jsonio
+from ttsi.errors import FileError, TaskError
+from ttsi.evaluation.records import RESULTS, SUMMARY, json_type, read_records
 from ttsi.evaluation.stats import auroc
 
 
 def load_run(path: Path) -> dict[str, Any]:
     summary_file = path / SUMMARY
-    if not summary_file.exists():
+    if not os.path.lexists(summary_file):
         raise TaskError(f"{path} is not a finished run: it has no {SUMMARY} (resume it with ttsi eval --resume)")
-    try:
-        summary = json.loads(summary_file.read_text())
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{summary_file} is not valid JSON: {e.msg}") from None
-    return {"path": path, "summary": summary, "records": read_records(path / RESULTS)}
+    summary = jsonio.loads(jsonio.read_text(summary_file, "summary file", FileError), str(summary_file), TaskError)
+    problem = summary_problem(summary)
+    if problem:
+        raise TaskError(f"{summary_file} is not a ttsi summary: {problem}")
+    return {"path": path, "summary": summary, "records": read_records(path / RESULTS, TaskError)}
+
+
+_NUMBER = (int, float)
+# What the report reads of a summary: key -> the types it may have, what they are called, the numbers a dict holds.
+_SUMMARY_KEYS: dict[str, tuple[tuple[type, ...], str, tuple[str, ...]]] = {
+    "benchmark": ((str,), "a string", ()), "split": ((str,), "a string", ()),
+    "method": ((str, type(None)), "a string", ()), "n": ((int,), "an integer", ()), "seeds": ((list,), "an array", ()),
+    "accuracy": ((dict,), "an object", ("mean", "std")), "adapted": ((dict,), "an object", ("fraction",)),
+    "synthetic_used": ((dict,), "an object", ("mean",)),
+}
+_OPTIONAL_DICTS = ("settings", "gate", "adapted_effect", "extra_s_per_adapted", "majority")
+
+
+def summary_problem(summary: Any) -> str | None:
+    """Why `summary` is not a summary.json `ttsi report` can read (None when it is)."""
+    if not isinstance(summary, dict):
+        return f"it is a JSON {json_type(summary)}, not an object"
+    missing = [k for k in _SUMMARY_KEYS if k not in summary]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    for key, (kinds, says, numbers) in _SUMMARY_KEYS.items():
+        value = summary[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"{key!r} is a JSON {json_type(value)}, not {says}"
+        bad = [k for k in numbers if k not in value or not isinstance(value[k], (*_NUMBER, type(None)))]
+        if bad:
+            return f"{key!r} lacks the number {', '.join(bad)}"
+    for key in [*_OPTIONAL_DICTS, *(k for k in summary if k.startswith("pass@"))]:
+        if summary.get(key) is not None and not isinstance(summary[key], dict):
+            return f"{key!r} is a JSON {json_type(summary[key])}, not an object"
+    points = summary.get("by_tau") or []
+    if not isinstance(points, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("tau"), _NUMBER) and isinstance(p.get("accuracy"), dict)
+            and isinstance(p.get("adapted_fraction"), dict) for p in points):
+        return "'by_tau' is not a list of points with tau, accuracy and adapted_fraction"
+    return None
+
+
+def _pct(x: Any) -> float:
+    """A fraction in percent for a plot (NaN where the figure is undefined, null in the summary)."""
+    return math.nan if x is None else 100 * x
 
 
 def _pm(stat: dict[str, float] | None) -> str:
     """A rate's mean ± std over seeds, in percent."""
     if not stat or stat.get("mean") is None:
         return "-"
-    return f"{100 * stat['mean']:.2f} ± {100 * stat['std']:.2f}"
+    return f"{_num(_pct(stat['mean']), '.2f')} ± {_num(_pct(stat.get('std')), '.2f')}"
 
 
 def _num(x: Any, fmt: str = ".3f") -> str:
@@ -60,13 +102,13 @@ def write_report(paths: list[Path], out: Path) -> Path:
 
 def method_label(summary: dict[str, Any]) -> str:
     """The method's name in tables: a run may label itself (e.g. `sft` for a base run of an SFT adapter)."""
-    return summary.get("settings", {}).get("label") or summary["method"]
+    return (summary.get("settings") or {}).get("label") or summary["method"]
 
 
 def _source(run: dict[str, Any]) -> str:
     """One run directory in the report's list of sources: what it evaluated, with which method and model."""
     s = run["summary"]
-    settings = s.get("settings", {})
+    settings = s.get("settings") or {}
     label = method_label(s)
     method = label if label == s["method"] else f"{label} (method {s['method']})"
     adapter = f", adapter `{settings['adapter']}`" if settings.get("adapter") else ""
@@ -96,7 +138,7 @@ def _comparison(runs: list[dict[str, Any]]) -> list[str]:
         stats = [cell.get((m, c), {}).get("accuracy") for c in columns]
         row = f"| {m} | " + " | ".join(_pm(s) for s in stats)
         if len(columns) > 1:
-            means = [s["mean"] for s in stats if s]
+            means = [s["mean"] for s in stats if s and s.get("mean") is not None]
             row += f" | {100 * sum(means) / len(means):.2f}" if len(means) == len(columns) else " | -"
         rows.append(row + " |")
     return rows
@@ -112,7 +154,7 @@ def _details(runs: list[dict[str, Any]]) -> list[str]:
         effect = s.get("adapted_effect")
         extra = s.get("extra_s_per_adapted") or {}
         pass_key = next((k for k in s if k.startswith("pass@")), None)
-        fixed = f"{effect['fixed']} / {effect['broken']}" if effect else "-"
+        fixed = f"{effect.get('fixed', '-')} / {effect.get('broken', '-')}" if effect else "-"
         rows.append(
             f"| {_name(s)} | {_pm(s['accuracy'])} | {_pm(s.get('majority'))} | "
             f"{(pass_key + ' ' + _pm(s[pass_key])) if pass_key else '-'} | {100 * s['adapted']['fraction']:.1f}% | "
@@ -129,7 +171,7 @@ def _sweep_table(runs: list[dict[str, Any]]) -> list[str]:
         s = r["summary"]
         for point in s["by_tau"]:
             rows.append(f"| {_name(s)} | {point['tau']} | "
-                        f"{_pm(point['accuracy'])} | {100 * point['adapted_fraction']['mean']:.1f}% |")
+                        f"{_pm(point['accuracy'])} | {_num(_pct(point['adapted_fraction'].get('mean')), '.1f')}% |")
     return rows
 
 
@@ -166,7 +208,7 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
     for j, column in enumerate(columns):
         xs = [i + (j - (len(columns) - 1) / 2) * width for i, m in enumerate(methods) if (m, column) in cell]
         acc = [cell[m, column]["accuracy"] for m in methods if (m, column) in cell]
-        ax.bar(xs, [100 * a["mean"] for a in acc], width, yerr=[100 * a["std"] for a in acc], capsize=2,
+        ax.bar(xs, [_pct(a["mean"]) for a in acc], width, yerr=[_pct(a["std"]) for a in acc], capsize=2,
                label=column, color=PALETTE[j % len(PALETTE)])
     ax.set_xticks(range(len(methods)), methods, fontsize=8)
     ax.set_ylabel("accuracy (%)")
@@ -183,8 +225,8 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for r in sweeps:
             points = r["summary"]["by_tau"]
-            ax.errorbar([p["tau"] for p in points], [100 * p["accuracy"]["mean"] for p in points],
-                        yerr=[100 * p["accuracy"]["std"] for p in points], marker="o", capsize=3,
+            ax.errorbar([p["tau"] for p in points], [_pct(p["accuracy"].get("mean")) for p in points],
+                        yerr=[_pct(p["accuracy"].get("std")) for p in points], marker="o", capsize=3,
                         label=f"{method_label(r['summary'])} {r['summary']['benchmark']}:{r['summary']['split']}")
         ax.set_xlabel("tau (adapt when confidence < tau)")
         ax.set_ylabel("accuracy (%)")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.agent import STAGES
 from ttsi.benchmarks import Benchmark
 from ttsi.errors import TaskError
-from ttsi.evaluation.records import SUMMARY, RunDir, read_records
+from ttsi.evaluation.records import RunDir, read_records, write_summary
 from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
 from ttsi.task import Task
@@ -17,18 +17,9 @@ from ttsi.task import Task
 
 def read_predictions(path: Path) -> dict[str, str]:
     """{id: output} from a JSON Lines file; every malformed line, duplicate or non-string is a clear error."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise TaskError(f"predictions file {path} does not exist") from None
     out: dict[str, str] = {}
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TaskError(f"{path}:{n} is not valid JSON: {e.msg}") from None
+    for n, line in jsonio.lines(jsonio.read_text(path, "predictions file", TaskError)):
+        row = jsonio.loads(line, f"{path}:{n}", TaskError)
         if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("output"), str):
             raise TaskError(f"{path}:{n} needs an \"id\" and an \"output\" string")
         key = str(row["id"])
@@ -50,11 +41,12 @@ def score_predictions(bench: Benchmark, split: str, tasks: list[Task], predictio
         raise TaskError(f"{len(missing)} of {len(tasks)} items have no prediction (first: {missing[0]!r}); pass "
                         "--allow-missing to score them as wrong")
     settings = {"benchmark": bench.name, "split": split, "predictions": str(predictions), "n": len(tasks)}
-    with RunDir(out, settings, resume=False) as run:
+    plan = [(t.id, 0) for t in tasks]
+    with RunDir(out, settings, resume=False, plan=plan, method="external", resumable=False) as run:
         for task in tasks:
             run.append(external_record(bench, split, task, outputs.get(task.id)))
-    summary = summarize(read_records(run.results), bench, split, [0.0], tasks) | {"settings": settings}
-    (out / SUMMARY).write_text(to_json(summary))
+        summary = summarize(read_records(run.results), bench, split, [0.0], tasks) | {"settings": settings}
+        write_summary(Path(out), to_json(summary))
     return summary
 
 
