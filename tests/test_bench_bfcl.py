@@ -351,7 +351,7 @@ ROW = {"id": "simple_0", "question": [[{"role": "user", "content": "Area?"}]], "
 
 @pytest.mark.parametrize(("rows", "answers", "expected"), [
     (None, [], "BFCL_v3_simple.json"),                                  # no question file
-    ([ROW, "{not json"], [], "BFCL_v3_simple.json, line 2"),
+    ([ROW, "{not json"], [], "BFCL_v3_simple.json:2"),
     ([ROW], None, "possible_answer/BFCL_v3_simple.json"),               # no answer file
     ([ROW], [{"id": "simple_9", "ground_truth": AREA_GOLD}], "possible_answer/BFCL_v3_simple.json"),
     ([ROW], [{"id": "simple_0", "ground_truth": {"calc_area": {}}}], "possible_answer/BFCL_v3_simple.json"),
@@ -374,6 +374,36 @@ def test_a_gold_call_to_a_missing_function_names_the_item(tmp_path):
            [{"id": "multiple_0", "ground_truth": [{"nowhere": {}}]}])
     with pytest.raises(TaskError, match=r"BFCL_v3_multiple\.json: item multiple_0 .*'nowhere'"):
         BENCH.load(tmp_path, "multiple")
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([ROW, {**ROW, "id": ["simple_1"]}], r"BFCL_v3_simple\.json: expected line 2 to be an object with an 'id'"),
+    ([ROW, {**ROW, "id": "simple_1", "function": []}],
+     r"BFCL_v3_simple\.json: expected item simple_1 \(line 2\): at least one function"),
+    ([ROW, [1, 2]], r"BFCL_v3_simple\.json: expected line 2 to be an object"),
+])
+def test_rows_of_the_wrong_shape_name_the_file_and_line(tmp_path, rows, expected):
+    _write(tmp_path / "bfcl_v3" / "BFCL_v3_simple.json", rows)
+    _write(tmp_path / "bfcl_v3" / "possible_answer" / "BFCL_v3_simple.json",
+           [{"id": "simple_0", "ground_truth": AREA_GOLD}, {"id": "simple_1", "ground_truth": AREA_GOLD}])
+    with pytest.raises(TaskError, match=expected):
+        BENCH.load(tmp_path, "simple")
+
+
+def test_answers_of_the_wrong_shape_name_their_line(tmp_path):
+    _write(tmp_path / "bfcl_v3" / "BFCL_v3_simple.json", [ROW])
+    _write(tmp_path / "bfcl_v3" / "possible_answer" / "BFCL_v3_simple.json",
+           [{"id": "simple_0", "ground_truth": AREA_GOLD}, {"id": ["x"], "ground_truth": AREA_GOLD}])
+    with pytest.raises(TaskError, match=r"possible_answer/BFCL_v3_simple\.json: expected line 2 "):
+        BENCH.load(tmp_path, "simple")
+
+
+def test_a_relevance_item_may_offer_no_function(tmp_path):
+    """4 live_irrelevance items of the real data have `"function": []`: a model answers them with no call."""
+    _write(tmp_path / "bfcl_v3" / "BFCL_v3_live_irrelevance.json", [{**ROW, "id": "live_irrelevance_0",
+                                                                      "function": []}])
+    (task,) = BENCH.load(tmp_path, "live_irrelevance")
+    assert task.tools == [] and task.answer == [] and BENCH.score(task, "").correct
 
 
 def test_unknown_split(tmp_path):

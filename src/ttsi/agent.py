@@ -22,14 +22,14 @@ from enum import Enum
 from typing import Any
 
 from ttsi.augment import SelfSynthesizer, Synthesis, Synthesizer, SyntheticPair
-from ttsi.awareness import Uncertainty, assess_many
+from ttsi.awareness import Uncertainty, assess_many, name_prefixes
 from ttsi.config import AgentConfig
 from ttsi.engine.cache import PrefixCache
 from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
 from ttsi.learn import NO_ADAPTER, Learner, TrainLog
 from ttsi.model import HFModel
-from ttsi.prompts import answer_messages
+from ttsi.prompts import answer_messages, synthesis_messages
 from ttsi.task import Call, Task
 
 STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
@@ -65,6 +65,7 @@ class Response:
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     scoring_prompt: str = ""  # the prompt the gate scored after (the answer prompt, without demonstrations)
     batch: int = 1  # inputs answered (and, if adapted, trained) together in one batch with this one
+    error: str | None = None  # "context_length": refused (not gated, adapted or answered); `reason` says why
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Response:
             "synthetic": [p.to_dict() for p in self.synthetic], "rejected": self.rejected,
             "train": {"steps": 0, "losses": [], "lrs": []} if self.train is None else self.train.to_dict(),
             "timings": self.timings, "scoring_prompt": self.scoring_prompt, "batch": self.batch,
+            "error": self.error,
         }
 
 
@@ -133,12 +135,18 @@ class SelfImprovingAgent:
         return self.respond_batch([task])[0]
 
     def respond_batch(self, tasks: list[Task]) -> list[Response]:
-        """Algorithm 1 on a batch of inputs: H, G and T each run once for all of them; then answer and reset."""
+        """Algorithm 1 on a batch of inputs: H, G and T each run once for all of them; then answer and reset.
+
+        An input the model cannot read whole is refused (its response's `error` is "context_length"); the others
+        go on as they would without it.
+        """
         for task in tasks:
             self._check(task)
         if not tasks:
             return []
-        inputs = [self._input(task, len(tasks)) for task in tasks]
+        everything = [self._input(task, len(tasks)) for task in tasks]
+        self._refuse_too_long(everything)
+        inputs = [x for x in everything if x.trace.error is None]
         self._gate(inputs)  # H: self-awareness, every prompt at once
         chosen = [x for x in inputs if x.trace.decision is Decision.ADAPT]
         self._augment(chosen)  # G: self-augmentation (pairs to learn from, or demonstrations for tt-icl)
@@ -151,7 +159,7 @@ class SelfImprovingAgent:
             self._answer(inputs)  # each input with its own slot, or the base model
             start = time.perf_counter()
         _charge(learners, "reset_s", time.perf_counter() - start)  # the block's exit reset every slot
-        return [x.trace for x in inputs]
+        return [x.trace for x in everything]
 
     # ---- the stages ------------------------------------------------------------------------------------------
 
@@ -168,6 +176,25 @@ class SelfImprovingAgent:
         trace = Response(id=task.id, method=self.config.method, uncertainty=None, decision=Decision.SKIP,
                          reason="method base: answered by the base model", scoring_prompt=prompt, batch=batch)
         return _Input(task, fmt, prompt, input_seed(self.config.seed, task.id), trace)
+
+    def _refuse_too_long(self, inputs: list[_Input]) -> None:
+        """Refuse every input whose prompt and longest candidate action (without tools: one answer token) do not
+        fit in the model's context window: it would be scored and answered past what the model reads."""
+        window = self.model.context_window
+        if window is None:
+            return
+        prefixes = [name_prefixes(x.task.tools, x.fmt) for x in inputs]
+        counts = iter(self.model.count_tokens([text for x, ps in zip(inputs, prefixes, strict=True)
+                                               for text in (x.prompt, *ps)]))
+        completed = int(self.config.gate.candidates == "call")  # a call candidate needs a token generated
+        for x, ps in zip(inputs, prefixes, strict=True):
+            prompt = next(counts)
+            candidate = max((next(counts) for _ in ps), default=0)
+            if prompt + (candidate + completed if ps else 1) <= window:
+                continue
+            rest = f" and its longest candidate action {candidate:,} more" if ps and prompt < window else ""
+            x.trace.error = "context_length"
+            x.trace.reason = f"the prompt is {prompt:,} tokens{rest}; the model reads at most {window:,}"
 
     def _gate(self, inputs: list[_Input]) -> None:
         """H: score every input's candidate actions in one batch and decide which inputs adapt."""
@@ -197,22 +224,49 @@ class SelfImprovingAgent:
             results = self._synthesize(inputs)
         for x, data in zip(inputs, results, strict=True):
             task, fmt, trace = x.task, x.fmt, x.trace
-            trace.synthetic, trace.rejected = data.pairs, data.rejected
-            if not data.pairs:
-                trace.reason = data.error or f"no valid synthetic pair ({_counts(data.rejected)}): answered unadapted"
+            pairs, rejected = data.pairs, data.rejected
+            if pairs and self.config.method != "tt-icl":
+                examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer, task.tools)) for p in pairs]
+                fits = self.learner.fits(examples)
+                if not all(fits):  # too long to train on: rejected like an invalid draft
+                    rejected = rejected | {"context_length": rejected.get("context_length", 0) + fits.count(False)}
+                    pairs = [p for p, ok in zip(pairs, fits, strict=True) if ok]
+                x.examples = [e for e, ok in zip(examples, fits, strict=True) if ok]
+            trace.synthetic, trace.rejected = pairs, rejected
+            if not pairs:
+                trace.reason = data.error or f"no valid synthetic pair ({_counts(rejected)}): answered unadapted"
             elif self.config.method == "tt-icl":  # the training-free variant: the pairs become demonstrations
-                demos = [(p.query, fmt.render(p.answer, task.tools)) for p in data.pairs]
-                trace.reason += "; synthetic pairs used as in-context demonstrations"
-                x.prompt, x.cache = self.model.chat_prompt(answer_messages(task, fmt, demos)), None
-            else:
-                x.examples = [(self._example_prompt(task, p, fmt), fmt.render(p.answer, task.tools))
-                              for p in data.pairs]
+                demos = [(p.query, fmt.render(p.answer, task.tools)) for p in pairs]
+                prompt = self.model.chat_prompt(answer_messages(task, fmt, demos))
+                if self._too_long([prompt])[0] is None:
+                    trace.reason += "; synthetic pairs used as in-context demonstrations"
+                    x.prompt, x.cache = prompt, None
+                else:
+                    trace.reason += "; the demonstrations do not fit in the context window: answered without them"
 
     def _synthesize(self, inputs: list[_Input]) -> list[Synthesis]:
         if self.config.method == "oracle":  # upper bound: the input's own gold label
             return [Synthesis([SyntheticPair(x.task.query, list(x.task.answer or []), "gold")]) for x in inputs]
-        return self.synthesizer.synthesize_many([x.task for x in inputs], [x.fmt for x in inputs],
-                                                [x.seed for x in inputs])
+        results: list[Synthesis | None] = [None] * len(inputs)
+        writer = self.synthesizer.model if isinstance(self.synthesizer, SelfSynthesizer) else None
+        if writer is not None and writer.context_window is not None:  # its prompt must leave it room to write
+            prompts = [writer.chat_prompt(synthesis_messages(x.task, x.fmt)) for x in inputs]
+            for i, problem in enumerate(self._too_long(prompts, writer)):
+                if problem:
+                    results[i] = Synthesis([], error=f"the synthesis prompt is {problem}: answered unadapted")
+        todo = [x for x, r in zip(inputs, results, strict=True) if r is None]
+        made = iter(self.synthesizer.synthesize_many([x.task for x in todo], [x.fmt for x in todo],
+                                                     [x.seed for x in todo]))
+        return [r if r is not None else next(made) for r in results]
+
+    def _too_long(self, prompts: list[str], model: HFModel | None = None) -> list[str | None]:
+        """For each prompt that leaves the model no room to write a token, its length against the window."""
+        model = model or self.model
+        window = model.context_window
+        if window is None:
+            return [None] * len(prompts)
+        return [f"{n:,} tokens; the model reads at most {window:,}" if n >= window else None
+                for n in model.count_tokens(prompts)]
 
     def _example_prompt(self, task: Task, pair: SyntheticPair, fmt: AnswerFormat) -> str:
         source = task if pair.source == "gold" else task.with_query(pair.query)
@@ -224,6 +278,8 @@ class SelfImprovingAgent:
         An input answered by the base model on the prompt the gate scored starts from the gate's KV cache.
         """
         c = self.config
+        if not inputs:
+            return
         prompts, slots = [x.prompt for x in inputs], [x.slot for x in inputs]
         prefixes = [x.cache if x.slot == NO_ADAPTER else None for x in inputs]
         with _stage(inputs, "answer_s"):

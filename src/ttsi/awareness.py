@@ -75,13 +75,18 @@ def confidence_of(measure: str, probs: list[float], top: Scored) -> float:
     return perplexity_confidence(top)
 
 
+def name_prefixes(tools: list[Tool], fmt: AnswerFormat) -> list[str]:
+    """The answer prefix naming each function: the candidates (or, with `candidates == "call"`, their start)."""
+    return [fmt.name_prefix(t.name, tools) for t in tools]
+
+
 def candidate_actions(model: HFModel, prompts: list[str], tool_lists: list[list[Tool]], fmts: list[AnswerFormat],
                       config: GateConfig) -> list[list[str]]:
     """The continuations scored for each prompt's functions: the prefix naming each, or its greedy first call.
 
     With `candidates == "call"`, every prompt's every prefix is completed in one batched greedy generation.
     """
-    prefixes = [[fmt.name_prefix(t.name, tools) for t in tools] for tools, fmt in zip(tool_lists, fmts, strict=True)]
+    prefixes = [name_prefixes(tools, fmt) for tools, fmt in zip(tool_lists, fmts, strict=True)]
     if config.candidates == "name":
         return prefixes
     flat = [prompt + p for prompt, ps in zip(prompts, prefixes, strict=True) for p in ps]

@@ -72,7 +72,7 @@ def respond(
     the_task = load_task(task)
     quiet_libraries()
     from ttsi.agent import SelfImprovingAgent
-    from ttsi.model import HFModel
+    from ttsi.model import ContextLengthError, HFModel
 
     teacher = None
     if config.uses_teacher:  # checked before the model loads: an unreachable teacher fails in a second
@@ -82,6 +82,9 @@ def respond(
         teacher.check()
     agent = SelfImprovingAgent(HFModel.from_pretrained(model, dtype=dtype, device=device), config, teacher=teacher)
     response = agent.respond(the_task)
+    if response.error == "context_length":  # refused, not answered: an error, not a response
+        raise ContextLengthError(f"task {response.id!r} does not fit in the model's context window: "
+                                 f"{response.reason}")
     if as_json:
         typer.echo(json.dumps(response.to_dict(), ensure_ascii=False))
     else:

@@ -90,6 +90,13 @@ class AgentConfig:
         for name, value in numbers.items():  # NaN passes every comparison below, and inf trains to NaN
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        counts = {"K": s.k, "oversample": s.oversample, "LoRA rank": lc.rank, "epochs": lc.epochs,
+                  "batch size": lc.batch_size, "max_new_tokens": self.max_new_tokens,
+                  "synthesis max_new_tokens": s.max_new_tokens, "gate call_max_new_tokens": g.call_max_new_tokens,
+                  "samples": self.samples, "teacher retries": t.retries}
+        for name, value in counts.items():  # 1.5 tokens or "8" epochs fail deep inside, or silently round
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
         checks = [
             (isinstance(self.seed, int) and 0 <= self.seed <= MAX_SEED,
              f"seed must be an integer in [0, 2^63 - 1], got {self.seed!r}"),

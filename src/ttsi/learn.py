@@ -74,6 +74,16 @@ class Learner:
             raise ValueError("adapter slots hold trained adapters only inside learner.adapted(): generate there")
         return self.lora.generate(prompts, slots, **kwargs)
 
+    def fits(self, examples: Sequence[Example]) -> list[bool]:
+        """Whether each example, as training encodes it (prompt, answer, end-of-turn token), fits in the model's
+        context window (every one does when the window is unknown)."""
+        window = self.model.context_window
+        if window is None:
+            return [True] * len(examples)
+        counts = self.model.count_tokens([text for example in examples for text in example])
+        eos = len(self.model.eos_ids[:1])
+        return [p + a + eos <= window for p, a in zip(counts[::2], counts[1::2], strict=True)]
+
     def reset(self) -> None:
         """Restore every slot's initial adapter in place: the model is the base model again, bit for bit."""
         if self.lora is not None:

@@ -12,7 +12,7 @@ import torch
 
 from ttsi.engine.cache import PrefixCache
 from ttsi.engine.scoring import Scored, score_candidates
-from ttsi.errors import ModelLoadError
+from ttsi.errors import ConfigError, ContextLengthError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -47,13 +47,41 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
+# Config fields that hold the longest sequence a model reads: Qwen2 / Llama / Mistral, GPT-2, others.
+WINDOW_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+SANE_WINDOW = 10**8  # a tokenizer's model_max_length above this is transformers' "unknown" placeholder (1e30)
+
+
+def context_window(model: Any, tokenizer: Any) -> int | None:
+    """The most tokens the model reads at once: its config's position limit, else the tokenizer's
+    `model_max_length` when that is a real number; None when neither says."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    for name in WINDOW_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < SANE_WINDOW else None
+
+
+def check_max_new_tokens(max_new_tokens: Any) -> int:
+    """A generation budget must be a positive int (ConfigError otherwise)."""
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ConfigError(f"max_new_tokens must be an integer of at least 1, got {max_new_tokens!r}")
+    return max_new_tokens
+
+
 def _looks_local(name: str) -> bool:
     """Hub ids are `name` or `org/name`; anything else is meant as a directory."""
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
 class HFModel:
-    """A causal LM and its tokenizer; prompts are rendered with the tokenizer's chat template when it has one."""
+    """A causal LM and its tokenizer; prompts are rendered with the tokenizer's chat template when it has one.
+
+    `context_window`: the most tokens the model reads (None: unknown); generation stops there, and scoring or
+    generating after a prompt that leaves no room raises ContextLengthError. Set it to override the config.
+    """
 
     def __init__(self, model: Any, tokenizer: Any, name: str = ""):
         self.model = model.eval()
@@ -63,6 +91,7 @@ class HFModel:
         self.eos_ids = [i for i in dict.fromkeys(eos) if i is not None]
         self.pad_id = next(i for i in (tokenizer.pad_token_id, *self.eos_ids, 0) if i is not None)
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
+        self.context_window: int | None = context_window(model, tokenizer)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: str | torch.dtype = "auto", device: str | None = None,
@@ -114,6 +143,26 @@ class HFModel:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens `encode` makes of each text, in one tokenizer call."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def room(self, prompt_ids: Sequence[list[int]], max_new_tokens: int) -> list[int]:
+        """Each prompt's generation budget: `max_new_tokens`, cut to what the context window leaves after it.
+
+        ContextLengthError when a prompt leaves no room for a single token.
+        """
+        window = self.context_window
+        if window is None:
+            return [max_new_tokens] * len(prompt_ids)
+        for i, ids in enumerate(prompt_ids):
+            if len(ids) >= window:
+                raise ContextLengthError(f"prompt {i} is {len(ids):,} tokens; the model reads at most {window:,}, "
+                                         "so nothing can be generated after it")
+        return [min(max_new_tokens, window - len(ids)) for ids in prompt_ids]
+
     # ---- primitives ------------------------------------------------------------------------------------------
 
     def score_many(self, prompts: list[str], continuations: list[list[str]], keep_cache: bool = False
@@ -134,6 +183,11 @@ class HFModel:
             raise ValueError("cannot score an empty continuation")
         if any(not p for p in ids):
             raise ValueError("cannot score after an empty prompt (nothing predicts the first token)")
+        window = self.context_window
+        for i, (p, cs) in enumerate(zip(ids, conts, strict=True)):
+            if window is not None and cs and len(p) + max(map(len, cs)) > window:
+                raise ContextLengthError(f"prompt {i} is {len(p):,} tokens and its longest continuation "
+                                         f"{max(map(len, cs)):,} more; the model reads at most {window:,}")
         return score_candidates(self.model, ids, conts, pad_id=self.pad_id, keep_prompt_cache=keep_cache)
 
     def score(self, prompt: str, continuations: list[str]) -> list[Scored]:
@@ -189,7 +243,11 @@ class HFModel:
         samples do not depend on the other prompts in the batch; a single prompt's samples are Hugging Face's
         `generate` ones for the same seed. `prefixes[i]`: prompt i's KV cache already computed (the gate's), so
         the prompt is not run again.
+
+        A prompt gets at most what the context window leaves after it (`room`); ContextLengthError for a prompt
+        that leaves nothing, ConfigError for a budget that is not a positive int.
         """
+        check_max_new_tokens(max_new_tokens)
         if seeds is None:
             seeds = [seed] * len(prompts)
         if len(seeds) != len(prompts):
@@ -198,14 +256,18 @@ class HFModel:
             return []
         from ttsi.engine.decode import decode, supports
 
-        if not supports(self.model):  # e.g. sliding-window layers: Hugging Face's loop, one prompt per seed
+        ids = [self.encode(p) for p in prompts]
+        limits = self.room(ids, max_new_tokens)
+        if not supports(self.model):  # e.g. sliding-window layers: Hugging Face's loop, one budget for a batch
             if temperature == 0:
-                return self.hf_generate(prompts, max_new_tokens, temperature, top_p, num_return_sequences)
-            return [text for prompt, s in zip(prompts, seeds, strict=True)
-                    for text in self.hf_generate([prompt], max_new_tokens, temperature, top_p, num_return_sequences, s)]
-        rows = decode(self.model, [self.encode(p) for p in prompts], max_new_tokens=max_new_tokens,
-                      stop_ids=self.eos_ids, pad_id=self.pad_id, temperature=temperature, top_p=top_p,
-                      num_return_sequences=num_return_sequences, seeds=seeds, prefixes=prefixes)
+                rows = self.hf_generate_ids(ids, min(limits), temperature, top_p, num_return_sequences)
+            else:  # one prompt per seed
+                rows = [row for one, limit, s in zip(ids, limits, seeds, strict=True)
+                        for row in self.hf_generate_ids([one], limit, temperature, top_p, num_return_sequences, s)]
+            return [self.decode(row) for row in rows]
+        rows = decode(self.model, ids, max_new_tokens=limits, stop_ids=self.eos_ids, pad_id=self.pad_id,
+                      temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences, seeds=seeds,
+                      prefixes=prefixes)
         return [self.decode(row) for row in rows]
 
     def hf_generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0,

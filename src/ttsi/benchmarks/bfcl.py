@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ttsi.benchmarks.base import Benchmark, ItemScore, read_jsonl, register, require
+from ttsi import jsonio
+from ttsi.benchmarks.base import Benchmark, ItemScore, register, require
 from ttsi.errors import TaskError
 from ttsi.formats.base import AnswerParseError
 from ttsi.formats.bfcl import BFCLFormat, native_function
@@ -253,9 +254,16 @@ def _tool(fn: Any, path: Path, where: str) -> Tool:
     return Tool(fn["name"], str(fn.get("description", "")), _schema(fn["parameters"]), raw=fn)
 
 
-def _task(row: Any, gold: list[Any] | None, category: str, path: Path) -> Task:
-    require(isinstance(row, dict) and isinstance(row.get("id"), str), path, "objects with an 'id' string")
-    where = f"item {row['id']}"
+def _read_lines(path: Path, expected: str) -> list[tuple[int, Any]]:
+    """(line number, row) of a JSON Lines data file; a missing or malformed file names itself and the line."""
+    try:
+        return jsonio.read_jsonl(path, "data file")
+    except TaskError as e:
+        raise TaskError(f"{e} (expected {expected})") from None
+
+
+def _task(row: dict[str, Any], gold: list[Any] | None, category: str, path: Path, line: int) -> Task:
+    where = f"item {row['id']} (line {line})"
     turns = row.get("question")
     require(isinstance(turns, list) and bool(turns) and isinstance(turns[0], list) and bool(turns[0]), path,
             f"{where}: 'question' to be a non-empty list of conversations")
@@ -264,6 +272,9 @@ def _task(row: Any, gold: list[Any] | None, category: str, path: Path) -> Task:
                 and isinstance(m.get("content"), str) for m in messages), path,
             f"{where}: messages with a 'role' (system, user, assistant) and a 'content' string")
     require(isinstance(row.get("function"), list), path, f"{where}: a 'function' list")
+    # Only relevance items may offer no function (4 live_irrelevance items do); the gold calls need theirs.
+    require(bool(row["function"]) or category in RELEVANCE_CATEGORIES, path,
+            f"{where}: at least one function in 'function' ({category} items are checked against them)")
     tools = [_tool(fn, path, where) for fn in row["function"]]
     functions = [t.raw for t in tools if t.raw is not None]
     answer: list[Call] | None = [] if "irrelevance" in category else None
@@ -293,30 +304,33 @@ class BFCL(Benchmark):
             raise TaskError(f"unknown BFCL split {split!r}; choose one of {', '.join(self.splits)}")
         folder = Path(data_dir) / FOLDER
         path = folder / f"BFCL_v3_{split}.json"
-        rows = read_jsonl(path, "JSON Lines of {id, question, function}")
+        rows = _read_lines(path, "JSON Lines of {id, question, function}")
         require(bool(rows), path, "at least one item")
+        for n, row in rows:
+            require(isinstance(row, dict) and isinstance(row.get("id"), str), path,
+                    f"line {n} to be an object with an 'id' string")
         golds: dict[str, Any] = {}
         if split in AST_CATEGORIES:
             answer_path = folder / "possible_answer" / path.name
-            for g in read_jsonl(answer_path, "JSON Lines of {id, ground_truth}"):
+            for n, g in _read_lines(answer_path, "JSON Lines of {id, ground_truth}"):
                 require(isinstance(g, dict) and isinstance(g.get("id"), str) and isinstance(g.get("ground_truth"),
                         list) and all(isinstance(c, dict) and len(c) == 1 for c in g["ground_truth"]),
-                        answer_path, "objects {id, ground_truth: [{function: {param: [values]}}]}")
+                        answer_path, f"line {n} to be an object {{id, ground_truth: [{{function: {{param: "
+                        "[values]}}]}}")
                 golds[g["id"]] = g["ground_truth"]
-            ids = [r.get("id") if isinstance(r, dict) else None for r in rows]
-            require(set(ids) == set(golds), answer_path, f"one answer for each item of {path.name}")
-        tasks = [self._make(row, golds, split, path) for row in rows]
+            require({row["id"] for _, row in rows} == set(golds), answer_path,
+                    f"one answer for each item of {path.name}")
+        tasks = [self._make(row, golds, split, path, n) for n, row in rows]
         require(len({t.id for t in tasks}) == len(tasks), path, "unique ids")
         return tasks
 
     @staticmethod
-    def _make(row: Any, golds: dict[str, Any], split: str, path: Path) -> Task:
+    def _make(row: dict[str, Any], golds: dict[str, Any], split: str, path: Path, line: int) -> Task:
         try:
-            return _task(row, golds.get(row.get("id")) if split in AST_CATEGORIES else None, split, path)
-        except (KeyError, TypeError, AttributeError, StopIteration) as e:
-            item = row.get("id") if isinstance(row, dict) else repr(row)[:80]
+            return _task(row, golds.get(row["id"]) if split in AST_CATEGORIES else None, split, path, line)
+        except (KeyError, TypeError, AttributeError, IndexError, StopIteration) as e:
             problem = e.args[0] if isinstance(e, KeyError) and e.args else e
-            raise TaskError(f"malformed data file {path}: item {item} has an unexpected shape "
+            raise TaskError(f"malformed data file {path}: item {row['id']} (line {line}) has an unexpected shape "
                             f"({type(e).__name__}: {problem})") from None
 
     def score(self, task: Task, output: str) -> ItemScore:

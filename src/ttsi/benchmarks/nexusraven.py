@@ -67,7 +67,7 @@ def _check_row(row: Any, n: int, specs: dict[str, Any], path: Path) -> None:
     require(isinstance(row, dict) and isinstance(row.get("prompt"), str)
             and isinstance(row.get("dataset"), str) and isinstance(row.get("python_args_dict"), dict)
             and isinstance(row.get("context_functions"), list)
-            and all(f in specs for f in row["context_functions"])
+            and all(isinstance(f, str) and f in specs for f in row["context_functions"])
             and row.get("python_function_name") in row["context_functions"], path,
             f"line {n} to be an object with 'dataset', 'prompt', 'python_function_name', 'python_args_dict' "
             "(an object) and 'context_functions' (names in the api list, the reference function among them)")

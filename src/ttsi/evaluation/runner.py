@@ -18,7 +18,7 @@ from ttsi.augment import Synthesizer
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.config import AgentConfig
 from ttsi.errors import ConfigError
-from ttsi.evaluation.records import SUMMARY, RunDir, read_records
+from ttsi.evaluation.records import RunDir, read_records, write_summary
 from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
 from ttsi.model import HFModel
@@ -55,7 +55,8 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
     config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
                                  record_base=config.record_base or len(taus) > 1)
     console = console or Console(stderr=True)
-    with RunDir(out, settings, resume) as run:
+    plan = [(t.id, seed) for seed in seeds for t in tasks]  # every record is config.method's (an oracle's too)
+    with RunDir(out, settings, resume, plan=plan, method=config.method) as run:
         todo = [(seed, t) for seed in seeds for t in tasks if (t.id, seed) not in run.done]
         done_before = len(seeds) * len(tasks) - len(todo)
         correct = Counter(r["correct"] for r in read_records(run.results))
@@ -85,7 +86,7 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
                     agent.close()
     records = read_records(run.results)
     summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
-    (Path(out) / SUMMARY).write_text(to_json(summary))
+    write_summary(Path(out), to_json(summary))
     return summary
 
 
@@ -136,8 +137,10 @@ def _acc(correct: Counter[bool]) -> str:
 def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response,
                 base_raw: str | None = None) -> dict[str, Any]:
     """One line of results.jsonl: the scored answer, the base model's (`base_raw` for an adapted input), the
-    samples', and the agent's trace."""
+    samples', and the agent's trace. An input the agent refused (`r.error`, e.g. context_length) is wrong."""
     final = bench.score(task, r.raw)
+    if r.error is not None:  # never answered: wrong even where an empty output would pass (irrelevance items)
+        final = ItemScore(False, r.error, r.reason, final.counts)
     base: ItemScore | None = final if r.decision is Decision.SKIP else None  # skipped: answered by the base
     if base_raw is not None:
         base = bench.score(task, base_raw)
