@@ -1,6 +1,7 @@
 # `make test` and `make demo` work from a fresh clone: they create .venv and install the project first.
 # `make test` (what CI runs) is lint and every test; `make test-fast` is the quick tier for the edit-test loop:
-# no test marked slow, data or subprocess (markers in pyproject.toml), and no lint. ARGS go to pytest (ARGS=-x).
+# no test marked slow, data, subprocess or fuzz (markers in pyproject.toml), and no lint. `make fuzz` runs the
+# property-based tests deeper. ARGS go to pytest (ARGS=-x).
 # CPU machines pin the CPU build of torch; on a GPU machine run `make install CONSTRAINTS=` to let pip choose.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install test test-fast lint demo demo-quick clean
+.PHONY: install test test-fast fuzz lint demo demo-quick clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +27,11 @@ test: lint
 	$(PYTEST) $(ARGS)
 
 test-fast: install
-	$(PYTEST) -m "not slow and not data and not subprocess" $(ARGS)
+	$(PYTEST) -m "not slow and not data and not subprocess and not fuzz" $(ARGS)
+
+# The property-based tests with many more examples each (hypothesis profile "deep", see tests/conftest.py).
+fuzz: install
+	HYPOTHESIS_PROFILE=deep $(PYTEST) -m fuzz $(ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/ttsi demo $(ARGS)

@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from ttsi.formats import get_format
 from ttsi.model import HFModel
@@ -21,6 +22,14 @@ from ttsi.tiny import build_tiny_model, train_tokenizer
 from ttsi.toy import SEEN, make_tasks
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# Property-based tests: `ci` (what `make test` runs) is derandomized, so a run is reproducible and needs no example
+# database; `deep` (`make fuzz`) draws many more, fresh examples each run.
+settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True, database=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.register_profile("deep", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 # Built by scripts/build_test_fixtures.py and shipped: training it here took minutes, and its weights followed the
