@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from ttsi import cli_eval
+from ttsi import cli_eval, jsonio
 from ttsi.cli_common import (
     CANDIDATES,
     DEVICE,
@@ -86,7 +85,7 @@ def respond(
         raise ContextLengthError(f"task {response.id!r} does not fit in the model's context window: "
                                  f"{response.reason}")
     if as_json:
-        typer.echo(json.dumps(response.to_dict(), ensure_ascii=False))
+        typer.echo(jsonio.dumps(response.to_dict(), ensure_ascii=False))
     else:
         from ttsi.show import print_response
 
@@ -127,7 +126,7 @@ def calibrate(
     result = calibrate_tau(HFModel.from_pretrained(model, dtype=dtype, device=device), the_tasks, gate,
                            percentile=percentile, budget=budget, progress=not as_json)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(jsonio.dumps(result))
     else:
         typer.echo(f"tau = {result['tau']:.6f}  ({result['rule']}; {result['flagged']} of {result['n']} inputs "
                    f"would be adapted)")

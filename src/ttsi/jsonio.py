@@ -189,10 +189,28 @@ def describe_os_error(e: OSError) -> str:
     return e.strerror or str(e) if e.errno else str(e)
 
 
+def plain(value: Any) -> Any:
+    """`value` as strict JSON can hold it: NaN and infinities as null, lone surrogates as U+FFFD, tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """JSON text every strict reader accepts (`plain`); the one writing path for what ttsi prints and records."""
+    return json.dumps(plain(value), allow_nan=False, **kwargs)
+
+
 def clean_text(text: str) -> str:
     """`text` with any lone surrogate replaced by U+FFFD (for text that is only displayed or recorded)."""
     return _SURROGATE.sub("\ufffd", text)
 
 
-__all__ = ["MAX_DEPTH", "BadJSON", "check_depth", "check_text", "clean_text", "decode", "describe_os_error",
-           "lines", "loads", "parse", "read_json", "read_jsonl", "read_text"]
+__all__ = ["MAX_DEPTH", "BadJSON", "check_depth", "check_text", "clean_text", "decode", "describe_os_error", "dumps",
+           "lines", "loads", "parse", "plain", "read_json", "read_jsonl", "read_text"]

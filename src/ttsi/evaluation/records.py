@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import math
 import os
 import stat
 import tempfile
@@ -78,19 +77,6 @@ def json_type(value: Any) -> str:
     """What JSON calls the type of a parsed value: object, array, string, number, boolean or null."""
     names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _plain(value: Any) -> Any:
-    """`value` as strict JSON reads it back: NaN and infinities as null, lone surrogates as U+FFFD."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str):
-        return jsonio.clean_text(value)
-    if isinstance(value, dict):
-        return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -258,7 +244,7 @@ class RunDir:
         if key not in self.plan or key in self.done:
             raise ValueError(f"record {key} is not in the plan or already written")
         assert self._fd is not None, "the run directory is closed"
-        data = (json.dumps(_plain(record), ensure_ascii=False, allow_nan=False) + "\n").encode()
+        data = (jsonio.dumps(record, ensure_ascii=False) + "\n").encode()
         before = os.fstat(self._fd).st_size  # this process alone appends (the lock)
         try:
             while data:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import math
 import platform
 import subprocess
 import time
@@ -11,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from ttsi import jsonio
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.evaluation.stats import gate_quality, mean_std, percentile
 from ttsi.task import Task
@@ -125,13 +124,4 @@ def git_commit() -> str | None:
 
 def to_json(summary: dict[str, Any]) -> str:
     """Strict JSON: undefined figures (NaN, e.g. an AUROC with one class empty) are written as null."""
-    def clean(x: Any) -> Any:
-        if isinstance(x, float) and math.isnan(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
-
-    return json.dumps(clean(summary), indent=2, allow_nan=False)
+    return jsonio.dumps(summary, indent=2)
