@@ -315,11 +315,18 @@ def finished_run(toy_dir, tmp_path_factory):
     return out, {(r["id"], r["seed"]): r for r in read_records(out / "results.jsonl")}
 
 
+def _record_or_none(line: bytes) -> dict[str, Any] | None:
+    try:
+        return jsonio.parse(line.decode())
+    except (UnicodeDecodeError, jsonio.BadJSON):
+        return None
+
+
 def _corrupt(out: Path, how: str, where: int) -> None:
     results, run = out / "results.jsonl", out / "run.json"
     lines = results.read_bytes().split(b"\n")[:-1]
     line = lines[where % len(lines)]
-    record = json.loads(line)
+    record = next(r for r in map(_record_or_none, [line, *lines]) if r is not None)  # an earlier edit may have broken
     edits = {
         "drop": lambda: lines.pop(where % len(lines)),
         "duplicate": lambda: lines.append(line),
@@ -338,6 +345,8 @@ def _corrupt(out: Path, how: str, where: int) -> None:
         edits[how]()
         tail = b"" if how == "torn" else b"\n"
         results.write_bytes(b"\n".join(lines) + tail)
+    elif not run.exists():  # an earlier edit removed it
+        return
     elif how == "no_run_json":
         run.unlink()
     elif how == "empty_run_json":
