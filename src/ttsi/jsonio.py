@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
 import re
 import stat
 from collections.abc import Iterator
@@ -138,18 +139,9 @@ def read_text(path: str | Path, what: str, error: type[TTSIError] = TaskError,
     refused before reading, so a link to /dev/zero or /dev/full cannot be read without end.
     """
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise error(f"{what} {path} does not exist") from None
-    except OSError as e:
-        raise error(f"{what} {path} cannot be read: {describe_os_error(e)}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise error(f"{what} {path} is a directory, not a file")
-    if not stat.S_ISREG(info.st_mode):
-        raise error(f"{what} {path} is not a regular file (a device, pipe or socket)")
-    if info.st_size > max_bytes:
-        raise error(f"{what} {path} is {info.st_size:,} bytes, more than the {max_bytes:,} this reads")
+    size = file_size(path, what, error)
+    if size > max_bytes:
+        raise error(f"{what} {path} is {size:,} bytes, more than the {max_bytes:,} this reads")
     try:
         with path.open("rb") as f:
             data = f.read(max_bytes + 1)
@@ -162,6 +154,23 @@ def read_text(path: str | Path, what: str, error: type[TTSIError] = TaskError,
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise error(f"{what} {path} is not UTF-8 text (byte {data[e.start]:#04x} on line {line})") from None
+
+
+def file_size(path: Path, what: str, error: type[TTSIError] = TaskError) -> int:
+    """The size of a regular file; a missing one, a directory, a device, a pipe or a broken link is `error`."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise error(f"{what} {path} is a link to {os.readlink(path)}, which does not exist") from None
+        raise error(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise error(f"{what} {path} cannot be read: {describe_os_error(e)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise error(f"{what} {path} is not a regular file (a device, pipe or socket)")
+    return info.st_size
 
 
 def read_json(path: str | Path, what: str, error: type[TTSIError] = TaskError) -> Any:
@@ -213,4 +222,4 @@ def clean_text(text: str) -> str:
 
 
 __all__ = ["MAX_DEPTH", "BadJSON", "check_depth", "check_text", "clean_text", "decode", "describe_os_error", "dumps",
-           "lines", "loads", "parse", "plain", "read_json", "read_jsonl", "read_text"]
+           "file_size", "lines", "loads", "parse", "plain", "read_json", "read_jsonl", "read_text"]

@@ -14,7 +14,6 @@ import contextlib
 import errno
 import json
 import os
-import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -169,15 +168,7 @@ class RunDir:
         """results.jsonl's size (0 when absent); a directory, device, pipe or broken link there is refused."""
         if not os.path.lexists(self.results):
             return 0
-        try:
-            info = self.results.stat()
-        except OSError as e:
-            raise FileError(f"results file {self.results} cannot be read: {jsonio.describe_os_error(e)}") from None
-        if stat.S_ISDIR(info.st_mode):
-            raise FileError(f"results file {self.results} is a directory, not a file")
-        if not stat.S_ISREG(info.st_mode):
-            raise FileError(f"results file {self.results} is not a regular file (a device, pipe or socket)")
-        return info.st_size
+        return jsonio.file_size(self.results, "results file", FileError)
 
     def _check_settings(self, run_file: Path, settings: dict[str, Any], has_results: bool) -> None:
         if not os.path.lexists(run_file):
