@@ -20,10 +20,10 @@ from ttsi.benchmarks import BENCHMARKS
 from ttsi.calibrate import calibrate_tau, gate_confidences
 from ttsi.cli import app
 from ttsi.config import AgentConfig, GateConfig, LearnConfig, SynthesisConfig
-from ttsi.errors import ConfigError, TaskError
+from ttsi.errors import ConfigError, ContextLengthError, TaskError
 from ttsi.evaluation.runner import make_record
 from ttsi.formats import get_format
-from ttsi.model import ContextLengthError, context_window
+from ttsi.model import context_window
 from ttsi.prompts import answer_messages, synthesis_messages
 from ttsi.task import Call
 

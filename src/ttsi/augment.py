@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ttsi.config import SynthesisConfig
 from ttsi.formats import AnswerFormat, AnswerParseError
 from ttsi.model import HFModel
-from ttsi.prompts import parse_pair, synthesis_messages
+from ttsi.prompts import parse_pair, synthesis_prompt
 from ttsi.schema import CallError, check_calls
 from ttsi.task import Call, Task
 
@@ -113,7 +113,7 @@ class SelfSynthesizer:
         c = self.config
         if not tasks:
             return []
-        prompts = [self.model.chat_prompt(synthesis_messages(t, f)) for t, f in zip(tasks, fmts, strict=True)]
+        prompts = [synthesis_prompt(self.model, t, f) for t, f in zip(tasks, fmts, strict=True)]
         n = c.k * c.oversample if c.temperature > 0 else 1  # greedy drafts would all be the same
         drafts = self.model.generate(prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
                                      top_p=c.top_p, num_return_sequences=n, seeds=list(seeds))

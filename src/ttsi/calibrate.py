@@ -7,10 +7,10 @@ from typing import Any
 
 from ttsi.awareness import assess, tau_for_budget, tau_from_reference
 from ttsi.config import AgentConfig, GateConfig
-from ttsi.errors import ConfigError, TaskError
+from ttsi.errors import ConfigError, ContextLengthError, TaskError
 from ttsi.formats import get_format
-from ttsi.model import ContextLengthError, HFModel
-from ttsi.prompts import answer_messages
+from ttsi.model import HFModel
+from ttsi.prompts import answer_prompt
 from ttsi.task import Task
 
 
@@ -23,7 +23,7 @@ def gate_confidences(model: HFModel, tasks: list[Task], gate: GateConfig, progre
         if not task.tools:
             raise TaskError(f"task {task.id!r} has no tools: the gate has nothing to score")
         fmt = get_format(task.format)
-        prompt = model.chat_prompt(answer_messages(task, fmt))
+        prompt = answer_prompt(model, task, fmt)
         try:
             confidences.append(assess(model, prompt, task.tools, fmt, gate).confidence)
         except ContextLengthError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -128,13 +129,31 @@ class HFModel:
 
     # ---- text <-> tokens -------------------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The exact prompt text for these messages, ending where the assistant's reply begins."""
-        if getattr(self.tokenizer, "chat_template", None):
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The exact prompt text for these messages, ending where the assistant's reply begins.
+
+        `tools`: OpenAI function schemas for the chat template's own tool support. A model whose template takes no
+        tools (or that has no template) gets them listed in the system turn instead, and any `tool_calls` in the
+        history written as JSON.
+        """
+        template = _template_text(self.tokenizer)
+        if template and "tools" in template:
+            return self.tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                                      add_generation_prompt=True)
+        messages = _plain_turns(messages, tools)
+        if template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         bos = self.tokenizer.bos_token or ""  # no template: a plain transcript, still with the model's BOS
         turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
         return f"{bos}{turns}Assistant: "
+
+    @property
+    def native_format(self) -> str | None:
+        """The name of the native tool-call format the chat template writes (`hermes`, `llama3_json`, `mistral`,
+        `pythonic`), or None when it has no template or no tool support."""
+        from ttsi.formats.detect import detect_tool_parser
+
+        return detect_tool_parser(_template_text(self.tokenizer))
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` as is: prompts already carry their special tokens."""
@@ -330,6 +349,36 @@ def _merge_adapter(model: Any, adapter: str) -> Any:
 def _positions(mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 after left padding."""
     return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _template_text(tokenizer: Any) -> str | None:
+    """The tokenizer's chat template; of several named ones, `tool_use` (else `default`)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, dict):
+        template = template.get("tool_use") or template.get("default")
+    elif isinstance(template, list):  # [{"name", "template"}, ...] as saved by some tokenizers
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("tool_use") or named.get("default")
+    return template if isinstance(template, str) and template else None
+
+
+def _plain_turns(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Role/content turns for a template without tool support: tools listed in the system turn, calls as JSON."""
+    turns = []
+    for m in messages:
+        content = m.get("content") or ""
+        if m.get("tool_calls"):
+            calls = json.dumps([c.get("function", c) for c in m["tool_calls"]], ensure_ascii=False)
+            content = f"{content}\n{calls}" if content else calls
+        turns.append({"role": m["role"], "content": content})
+    if tools:
+        listing = "You can call these functions:\n" + "\n".join(
+            json.dumps(t.get("function", t), ensure_ascii=False) for t in tools)
+        if turns and turns[0]["role"] == "system":
+            turns[0] = {"role": "system", "content": f"{turns[0]['content']}\n\n{listing}"}
+        else:
+            turns.insert(0, {"role": "system", "content": listing})
+    return turns
 
 
 def _as_list(x: Any) -> list[Any]:

@@ -1,17 +1,37 @@
-"""The chat messages the agent sends: the answer prompt (with optional demonstrations) and the synthesis prompt."""
+"""The chat messages the agent sends: the answer prompt (with optional demonstrations) and the synthesis prompt.
+
+`answer_prompt` and `synthesis_prompt` render them to the model's prompt text; every stage goes through these two, so
+a native format's tools reach the chat template the same way everywhere.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ttsi.formats import AnswerFormat, AnswerParseError, Messages, tools_block
 from ttsi.task import Call, Task, Tool
+
+if TYPE_CHECKING:
+    from ttsi.model import HFModel
 
 
 def answer_messages(task: Task, fmt: AnswerFormat, demos: Sequence[tuple[str, str]] = ()) -> Messages:
     """The turns that ask for the task's answer, in the task's own format, after optional demonstrations."""
     return fmt.messages(task, demos)
+
+
+def answer_prompt(model: HFModel, task: Task, fmt: AnswerFormat, demos: Sequence[tuple[str, str]] = ()) -> str:
+    """The prompt text the model answers `task` after: `answer_messages`, with a native format's tools given to the
+    chat template."""
+    return model.chat_prompt(answer_messages(task, fmt, demos), tools=fmt.chat_tools(task))
+
+
+def synthesis_prompt(model: HFModel, task: Task, fmt: AnswerFormat) -> str:
+    """The prompt text that asks `model` for a synthetic pair. The tools are listed in the request itself, never
+    given to the template: a template's tool prompt asks for a call, where this asks for a request and its answer."""
+    return model.chat_prompt(synthesis_messages(task, fmt))
 
 
 def synthesis_messages(task: Task, fmt: AnswerFormat) -> Messages:

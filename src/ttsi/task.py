@@ -7,11 +7,16 @@ JSON shape::
      "tools": [{"type": "function", "function": {"name", "description", "parameters"}}, ...],
      "answer": [{"name": "get_weather", "arguments": {"city": "Paris"}}],   # optional gold
      "format": "json"}                                        # optional answer format
+
+History may be OpenAI-shaped: an assistant turn with `tool_calls` (`[{"id", "type": "function", "function":
+{"name", "arguments"}}]`, arguments a JSON string or an object, content null or absent) and `tool` turns with
+`tool_call_id` (and an optional `name`). They are kept as chat templates read them: content a string ("" for a
+turn of calls only), arguments an object (templates dump them with `tojson`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +68,7 @@ class Task:
     """One test input x. The gold `answer` is only ever read by scoring and the oracle ablation."""
 
     id: str
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     tools: list[Tool]
     answer: list[Call] | None = None
     format: str = "json"
@@ -76,6 +81,17 @@ class Task:
             if message["role"] == "user":
                 return message["content"]
         return self.messages[-1]["content"]
+
+    def text_messages(self, render: Callable[[list[Call]], str]) -> list[dict[str, str]]:
+        """The turns as plain role/content text, an assistant turn's tool calls written out by `render`."""
+        out = []
+        for m in self.messages:
+            content = m["content"]
+            if m.get("tool_calls"):
+                calls = render(message_calls(m))
+                content = f"{content}\n{calls}" if content else calls
+            out.append({"role": m["role"], "content": content})
+        return out
 
     def tool(self, name: str) -> Tool | None:
         return next((t for t in self.tools if t.name == name), None)
@@ -144,19 +160,62 @@ def _list(value: Any, name: str, where: str) -> list[Any]:
     return value
 
 
-def _messages(d: dict[str, Any], where: str) -> list[dict[str, str]]:
+def message_calls(message: dict[str, Any]) -> list[Call]:
+    """The calls of an assistant turn's (validated) `tool_calls`."""
+    return [Call(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
+
+
+def _messages(d: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if "messages" in d:
         messages = _list(d["messages"], "messages", where)
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise TaskError(f"{where}: messages[{i}] needs a 'role' ({', '.join(ROLES)}) and a 'content' string")
         if not messages:
             raise TaskError(f"{where}: 'messages' is empty")
-        return [{"role": m["role"], "content": m["content"]} for m in messages]
+        return [_message(m, f"{where}: messages[{i}]") for i, m in enumerate(messages)]
     query = d.get("query")
     if not isinstance(query, str) or not query.strip():
         raise TaskError(f"{where}: needs 'messages' or a non-empty 'query'")
     return [{"role": "user", "content": query}]
+
+
+def _message(m: Any, where: str) -> dict[str, Any]:
+    if not isinstance(m, dict) or m.get("role") not in ROLES:
+        raise TaskError(f"{where} needs a 'role' ({', '.join(ROLES)}) and a 'content' string")
+    role, content, calls = m["role"], m.get("content"), m.get("tool_calls")
+    if calls is not None and role != "assistant":
+        raise TaskError(f"{where}: only an assistant turn may have 'tool_calls'")
+    if role == "assistant" and calls not in (None, []):
+        if not isinstance(calls, list):
+            raise TaskError(f"{where}: 'tool_calls' must be a list")
+        if content is not None and not isinstance(content, str):
+            raise TaskError(f"{where}: 'content' must be a string or null")
+        out: dict[str, Any] = {"role": role, "content": content or ""}
+        out["tool_calls"] = [_tool_call(c, f"{where} tool_calls[{j}]") for j, c in enumerate(calls)]
+        return out
+    if not isinstance(content, str):
+        raise TaskError(f"{where} needs a 'role' ({', '.join(ROLES)}) and a 'content' string")
+    out = {"role": role, "content": content}
+    if role == "tool":
+        for key in ("tool_call_id", "name"):
+            if m.get(key) is not None:
+                if not isinstance(m[key], str) or not m[key]:
+                    raise TaskError(f"{where}: {key!r} must be a non-empty string")
+                out[key] = m[key]
+    return out
+
+
+def _tool_call(c: Any, where: str) -> dict[str, Any]:
+    """One OpenAI tool call, kept with its arguments as an object."""
+    if not isinstance(c, dict) or not isinstance(c.get("function"), dict):
+        raise TaskError(f"{where}: a tool call needs a 'function' object with 'name' and 'arguments'")
+    if c.get("type", "function") != "function":
+        raise TaskError(f"{where}: 'type' must be \"function\"")
+    call = call_from_dict(c["function"], where)
+    out: dict[str, Any] = {"type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+    if c.get("id") is not None:
+        if not isinstance(c["id"], str) or not c["id"]:
+            raise TaskError(f"{where}: 'id' must be a non-empty string")
+        out = {"id": c["id"], **out}
+    return out
 
 
 def _tool(t: Any, i: int, where: str) -> Tool:

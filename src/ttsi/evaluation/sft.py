@@ -17,7 +17,7 @@ from ttsi.evaluation.summary import git_commit, versions
 from ttsi.formats import get_format
 from ttsi.learn import Learner
 from ttsi.model import HFModel
-from ttsi.prompts import answer_messages
+from ttsi.prompts import answer_prompt
 from ttsi.task import Task
 
 
@@ -31,7 +31,7 @@ def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], l
     examples = []
     for t in labelled:
         fmt = get_format(t.format)
-        examples.append((model.chat_prompt(answer_messages(t, fmt)), fmt.render(t.answer, t.tools)))
+        examples.append((answer_prompt(model, t, fmt), fmt.render(t.answer, t.tools)))
     learner = Learner(model, learn, seed=seed)
     columns = [TextColumn(f"sft {bench.name}:{split}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]

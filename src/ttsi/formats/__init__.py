@@ -1,4 +1,8 @@
-"""Answer formats, registered by name; a task names the one it uses (`"format": "json"`)."""
+"""Answer formats, registered by name; a task names the one it uses (`"format": "json"`).
+
+Native tool-call formats (`hermes`, `llama3_json`, `mistral`, `pythonic`) write a model's own call syntax and give
+the tools to its chat template; `detect_tool_parser` names the one a chat template uses.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,14 @@ from ttsi.errors import TaskError
 from ttsi.formats.apibank import APIBankFormat
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, tools_block
 from ttsi.formats.bfcl import BFCLFormat
+from ttsi.formats.detect import detect_tool_parser
+from ttsi.formats.hermes import HermesCalls
 from ttsi.formats.json_calls import JsonCalls
+from ttsi.formats.llama3_json import Llama3JsonCalls
+from ttsi.formats.mistral import MistralCalls
+from ttsi.formats.native import NativeFormat
 from ttsi.formats.nexusraven import NexusRavenFormat
+from ttsi.formats.pythonic import PythonicCalls
 from ttsi.formats.sealtools import SealToolsFormat
 from ttsi.formats.toolalpaca import ToolAlpacaFormat
 
@@ -26,8 +36,12 @@ def get_format(name: str) -> AnswerFormat:
         raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
 
 
-for _fmt in (JsonCalls(), SealToolsFormat(), BFCLFormat(), NexusRavenFormat(), ToolAlpacaFormat(), APIBankFormat()):
+for _fmt in (JsonCalls(), SealToolsFormat(), BFCLFormat(), NexusRavenFormat(), ToolAlpacaFormat(), APIBankFormat(),
+             HermesCalls(), Llama3JsonCalls(), MistralCalls(), PythonicCalls()):
     register_format(_fmt)
 
-__all__ = ["FORMATS", "AnswerFormat", "AnswerParseError", "JsonCalls", "Messages", "get_format", "register_format",
-           "tools_block"]
+NATIVE_FORMATS = ("hermes", "llama3_json", "mistral", "pythonic")
+
+__all__ = ["FORMATS", "NATIVE_FORMATS", "AnswerFormat", "AnswerParseError", "HermesCalls", "JsonCalls",
+           "Llama3JsonCalls", "Messages", "MistralCalls", "NativeFormat", "PythonicCalls", "detect_tool_parser",
+           "get_format", "register_format", "tools_block"]

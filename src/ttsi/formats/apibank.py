@@ -126,7 +126,7 @@ class APIBankFormat(AnswerFormat):
     name = "apibank"
 
     def messages(self, task: Task, demos: Sequence[tuple[str, str]] = ()) -> Messages:
-        turns = list(task.messages)
+        turns = self.history(task)
         conversation = "\n".join(m["content"] for m in turns)
         # A level-2 ToolSearcher result prints the found API's dict (its Python repr) in the dialogue.
         listed = [t for t in task.tools if t.raw is None or str(t.raw) not in conversation]

@@ -14,7 +14,7 @@ from typing import Any
 from ttsi import jsonio
 from ttsi.task import Call, Task, Tool
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]
 
 
 class AnswerParseError(ValueError):
@@ -31,10 +31,11 @@ def tools_block(tools: list[Tool]) -> str:
 
 
 def with_system(system: str, task: Task, demos: Sequence[tuple[str, str]] = (),
-                task_system_first: bool = True) -> Messages:
+                task_system_first: bool = True, fmt: AnswerFormat | None = None) -> Messages:
     """One system turn (`system` merged with the task's own, since many chat templates refuse two), then the
-    demonstrations as user/assistant turns, then the task's turns."""
-    turns = list(task.messages)
+    demonstrations as user/assistant turns, then the task's turns (as `fmt.history` gives them; default: tool
+    calls in history written as JSON calls)."""
+    turns = fmt.history(task) if fmt is not None else task.text_messages(json_calls_text)
     if turns and turns[0]["role"] == "system":
         own = turns.pop(0)["content"]
         system = f"{own}\n\n{system}" if task_system_first else f"{system}\n\n{own}"
@@ -42,6 +43,10 @@ def with_system(system: str, task: Task, demos: Sequence[tuple[str, str]] = (),
     for query, answer in demos:
         shots += [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
     return [{"role": "system", "content": system}, *shots, *turns]
+
+
+def json_calls_text(calls: list[Call]) -> str:
+    return json.dumps([c.to_dict() for c in calls], ensure_ascii=False)
 
 
 class AnswerFormat:
@@ -61,7 +66,22 @@ class AnswerFormat:
         """
         system = ("You are a tool-calling assistant. You can call these functions:\n"
                   f"{tools_block(task.tools)}\n{self.instruction()}")
-        return with_system(system, task, demos, task_system_first=True)
+        return with_system(system, task, demos, task_system_first=True, fmt=self)
+
+    def history(self, task: Task) -> Messages:
+        """The task's turns as this format shows them: tool calls in history written as this format's answers (as
+        JSON calls where the format cannot write them)."""
+        def write(calls: list[Call]) -> str:
+            try:
+                return self.render(calls, task.tools)
+            except ValueError:
+                return json_calls_text(calls)
+
+        return task.text_messages(write)
+
+    def chat_tools(self, task: Task) -> list[dict[str, Any]] | None:
+        """Tool schemas for the chat template's `tools` argument: None, since the prompt lists them itself."""
+        return None
 
     def instruction(self) -> str:
         """The sentence that tells the model how to write its answer."""
@@ -120,6 +140,22 @@ def first_json(text: str) -> Any:
     if broken_list >= 0:
         raise AnswerParseError("truncated", "the list of calls never closes")
     raise AnswerParseError("no_json", "no JSON list of calls in the output")
+
+
+def call_of(obj: Any, keys: Sequence[str] = ("arguments",)) -> Call:
+    """A call from a decoded `{"name": ..., <key>: {...}}` object; the first of `keys` present holds the arguments
+    (an object, or a JSON string of one)."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
+        raise AnswerParseError("malformed_call", "each call needs a 'name' string")
+    args = next((obj[k] for k in keys if k in obj), {})
+    if isinstance(args, str):
+        try:
+            args = jsonio.parse(args)
+        except jsonio.BadJSON:
+            raise AnswerParseError("malformed_call", "the arguments string is not JSON") from None
+    if not isinstance(args, dict):
+        raise AnswerParseError("malformed_call", "the arguments must be an object")
+    return Call(obj["name"], args)
 
 
 def balanced_end(text: str, start: int, quotes: str = '"', pairs: str = "[]{}") -> int | None:

@@ -202,7 +202,7 @@ class BFCLFormat(AnswerFormat):
     name = "bfcl"
 
     def messages(self, task: Task, demos: Sequence[tuple[str, str]] = ()) -> Messages:
-        return with_system(system_prompt(task.tools), task, demos, task_system_first=False)
+        return with_system(system_prompt(task.tools), task, demos, task_system_first=False, fmt=self)
 
     def instruction(self) -> str:
         return ("Answer with only the function calls, written as a Python list like "

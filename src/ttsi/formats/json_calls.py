@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ttsi import jsonio
-from ttsi.formats.base import AnswerFormat, AnswerParseError, balanced_end, first_json
+from ttsi.formats.base import AnswerFormat, balanced_end, call_of, first_json
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.task import Call, Tool
 
@@ -32,20 +31,7 @@ class JsonCalls(AnswerFormat):
     def parse(self, text: str) -> list[Call]:
         value = first_json(text)
         items = value if isinstance(value, list) else [value]
-        calls = []
-        for item in items:
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise AnswerParseError("malformed_call", "each call needs a 'name' string")
-            args = item.get("arguments", {})
-            if isinstance(args, str):
-                try:
-                    args = jsonio.parse(args)
-                except jsonio.BadJSON:
-                    raise AnswerParseError("malformed_call", "'arguments' string is not JSON") from None
-            if not isinstance(args, dict):
-                raise AnswerParseError("malformed_call", "'arguments' must be an object")
-            calls.append(Call(item["name"], args))
-        return calls
+        return [call_of(item) for item in items]
 
     def first_call(self, text: str) -> str | None:
         start = text.find("{")
