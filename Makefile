@@ -9,7 +9,7 @@ CONSTRAINTS ?= constraints-cpu.txt
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: install test test-fast fuzz lint demo demo-quick clean
+.PHONY: install test test-fast fuzz lint demo demo-quick serve clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ demo: install
 
 demo-quick: install
 	HF_HUB_OFFLINE=1 $(BIN)/ttsi demo --quick
+
+# The embedded model behind an OpenAI-compatible endpoint on http://127.0.0.1:8000/v1 (ARGS: more `ttsi serve` options).
+serve: install
+	HF_HUB_OFFLINE=1 $(BIN)/ttsi serve $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache runs .pytest_cache .ruff_cache

@@ -88,6 +88,23 @@ def test_respond_batch_equals_respond_on_each_input(toy, method):
 
 
 @pytest.mark.slow
+def test_confident_inputs_are_final_before_the_others_train(toy):
+    tasks = _tasks()
+    margins = sorted(_agent(toy, "base").respond(t).uncertainty.margin for t in tasks)
+    tau = (margins[-2] + margins[-1]) / 2  # one input confident, the others adapt
+    with _agent(toy, "tt-si", tau=tau) as agent:
+        plain = agent.respond_batch(tasks)
+    events: list[tuple[int, str, bool]] = []
+    with _agent(toy, "tt-si", tau=tau) as agent:
+        early = agent.respond_batch(tasks, on_answer=lambda i, r: events.append((i, str(r.decision), r.adapted)))
+    _assert_same(early, plain)  # answering the confident ones first changes no answer
+    assert sorted(i for i, _, _ in events) == list(range(len(tasks)))  # each input reported once
+    skipped = [i for i, r in enumerate(plain) if r.decision == "skip"]
+    assert skipped and [i for i, _, _ in events[: len(skipped)]] == skipped  # reported before any adapted one
+    assert any(adapted for _, _, adapted in events[len(skipped):])
+
+
+@pytest.mark.slow
 def test_sampled_answers_in_a_batch_equal_each_input_alone(toy):
     """Each input samples from its own seed, so its samples do not depend on what else is in the batch."""
     tasks = _tasks()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -29,7 +29,7 @@ from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
 from ttsi.learn import NO_ADAPTER, Learner, TrainLog
 from ttsi.model import HFModel
-from ttsi.prompts import answer_messages, synthesis_messages
+from ttsi.prompts import answer_prompt, synthesis_prompt
 from ttsi.task import Call, Task
 
 STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
@@ -134,11 +134,14 @@ class SelfImprovingAgent:
         """Algorithm 1 on one input."""
         return self.respond_batch([task])[0]
 
-    def respond_batch(self, tasks: list[Task]) -> list[Response]:
+    def respond_batch(self, tasks: list[Task],
+                      on_answer: Callable[[int, Response], None] | None = None) -> list[Response]:
         """Algorithm 1 on a batch of inputs: H, G and T each run once for all of them; then answer and reset.
 
         An input the model cannot read whole is refused (its response's `error` is "context_length"); the others
-        go on as they would without it.
+        go on as they would without it. `on_answer(i, response)`: called as soon as input i's response is final;
+        given it, the inputs that will not adapt are answered right after the gate, without waiting for the
+        others' synthesis and training (a second, smaller answer pass; the answers are the same).
         """
         for task in tasks:
             self._check(task)
@@ -149,6 +152,12 @@ class SelfImprovingAgent:
         inputs = [x for x in everything if x.trace.error is None]
         self._gate(inputs)  # H: self-awareness, every prompt at once
         chosen = [x for x in inputs if x.trace.decision is Decision.ADAPT]
+        if on_answer is not None:  # the confident (and the refused) need no adaptation: final now
+            self._answer([x for x in inputs if x.trace.decision is not Decision.ADAPT])
+            for i, x in enumerate(everything):
+                if x.trace.decision is not Decision.ADAPT or x.trace.error is not None:
+                    on_answer(i, x.trace)
+            inputs = chosen
         self._augment(chosen)  # G: self-augmentation (pairs to learn from, or demonstrations for tt-icl)
         learners = [x for x in chosen if x.examples]
         start = time.perf_counter()
@@ -159,6 +168,10 @@ class SelfImprovingAgent:
             self._answer(inputs)  # each input with its own slot, or the base model
             start = time.perf_counter()
         _charge(learners, "reset_s", time.perf_counter() - start)  # the block's exit reset every slot
+        if on_answer is not None:
+            for i, x in enumerate(everything):
+                if x.trace.decision is Decision.ADAPT and x.trace.error is None:
+                    on_answer(i, x.trace)
         return [x.trace for x in everything]
 
     # ---- the stages ------------------------------------------------------------------------------------------
@@ -172,7 +185,7 @@ class SelfImprovingAgent:
 
     def _input(self, task: Task, batch: int) -> _Input:
         fmt = get_format(task.format)
-        prompt = self.model.chat_prompt(answer_messages(task, fmt))
+        prompt = answer_prompt(self.model, task, fmt)
         trace = Response(id=task.id, method=self.config.method, uncertainty=None, decision=Decision.SKIP,
                          reason="method base: answered by the base model", scoring_prompt=prompt, batch=batch)
         return _Input(task, fmt, prompt, input_seed(self.config.seed, task.id), trace)
@@ -237,7 +250,7 @@ class SelfImprovingAgent:
                 trace.reason = data.error or f"no valid synthetic pair ({_counts(rejected)}): answered unadapted"
             elif self.config.method == "tt-icl":  # the training-free variant: the pairs become demonstrations
                 demos = [(p.query, fmt.render(p.answer, task.tools)) for p in pairs]
-                prompt = self.model.chat_prompt(answer_messages(task, fmt, demos))
+                prompt = answer_prompt(self.model, task, fmt, demos)
                 if self._too_long([prompt])[0] is None:
                     trace.reason += "; synthetic pairs used as in-context demonstrations"
                     x.prompt, x.cache = prompt, None
@@ -250,7 +263,7 @@ class SelfImprovingAgent:
         results: list[Synthesis | None] = [None] * len(inputs)
         writer = self.synthesizer.model if isinstance(self.synthesizer, SelfSynthesizer) else None
         if writer is not None and writer.context_window is not None:  # its prompt must leave it room to write
-            prompts = [writer.chat_prompt(synthesis_messages(x.task, x.fmt)) for x in inputs]
+            prompts = [synthesis_prompt(writer, x.task, x.fmt) for x in inputs]
             for i, problem in enumerate(self._too_long(prompts, writer)):
                 if problem:
                     results[i] = Synthesis([], error=f"the synthesis prompt is {problem}: answered unadapted")
@@ -270,7 +283,7 @@ class SelfImprovingAgent:
 
     def _example_prompt(self, task: Task, pair: SyntheticPair, fmt: AnswerFormat) -> str:
         source = task if pair.source == "gold" else task.with_query(pair.query)
-        return self.model.chat_prompt(answer_messages(source, fmt))
+        return answer_prompt(self.model, source, fmt)
 
     def _answer(self, inputs: list[_Input]) -> None:
         """Greedy answers to every input in one generation, each with its slot (and samples, if configured).

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from ttsi import cli_eval, jsonio
+from ttsi import cli_eval, cli_serve, jsonio
 from ttsi.cli_common import (
     CANDIDATES,
     DEVICE,
@@ -35,6 +35,7 @@ from ttsi.errors import ConfigError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Self-improving LLM agents at test time (TT-SI): gate, synthesize, adapt, answer, reset.")
 cli_eval.register(app)  # eval, score, report, sft
+cli_serve.register(app)  # serve
 
 
 @app.command()
@@ -59,6 +60,10 @@ def respond(
     dtype: str = DTYPE,
     device: str | None = DEVICE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (answer + full trace)."),
+    tool_parser: str | None = typer.Option(
+        None, "--tool-parser", help="Answer in this format instead of the task's own: a native tool-call format "
+                                    "(hermes, llama3_json, mistral, pythonic), another format name, or auto (the "
+                                    "one the model's chat template writes)."),
 ) -> None:
     """Answer one task with the chosen method and show the trace (gate, synthesis, training, timings)."""
     config = AgentConfig(
@@ -69,9 +74,15 @@ def respond(
     from ttsi.task import load_task
 
     the_task = load_task(task)
+    if tool_parser is not None and tool_parser != "auto":
+        from ttsi.formats import get_format
+
+        get_format(tool_parser)  # an unknown name fails before the model loads
+        the_task.format = tool_parser
     quiet_libraries()
     from ttsi.agent import SelfImprovingAgent
-    from ttsi.model import ContextLengthError, HFModel
+    from ttsi.errors import ContextLengthError
+    from ttsi.model import HFModel
 
     teacher = None
     if config.uses_teacher:  # checked before the model loads: an unreachable teacher fails in a second
@@ -79,7 +90,14 @@ def respond(
 
         teacher = TeacherSynthesizer(config.teacher, config.synthesis)
         teacher.check()
-    agent = SelfImprovingAgent(HFModel.from_pretrained(model, dtype=dtype, device=device), config, teacher=teacher)
+    hf_model = HFModel.from_pretrained(model, dtype=dtype, device=device)
+    if tool_parser == "auto":
+        native = hf_model.native_format
+        if native is None:
+            raise ConfigError(f"--tool-parser auto: the chat template of {model} writes no known tool-call format; "
+                              "name one (hermes, llama3_json, mistral, pythonic)")
+        the_task.format = native
+    agent = SelfImprovingAgent(hf_model, config, teacher=teacher)
     response = agent.respond(the_task)
     if response.error == "context_length":  # refused, not answered: an error, not a response
         raise ContextLengthError(f"task {response.id!r} does not fit in the model's context window: "
