@@ -117,6 +117,18 @@ def test_sampled_answers_in_a_batch_equal_each_input_alone(toy):
 
 
 @pytest.mark.slow
+def test_a_sampled_answer_is_seeded_per_input_and_independent_of_the_batch(toy):
+    tasks = _tasks()
+    greedy = _agent(toy, "base").respond_batch(tasks)
+    hot = _agent(toy, "base", temperature=1.5, top_p=1.0)
+    batched = hot.respond_batch(tasks)
+    assert [r.raw for r in batched] == [hot.respond(t).raw for t in tasks]  # alone or in company, the same draw
+    assert [r.raw for r in batched] != [r.raw for r in greedy]  # and a draw it is
+    other = _agent(toy, "base", temperature=1.5, seed=1).respond_batch(tasks)
+    assert [r.raw for r in other] != [r.raw for r in batched]
+
+
+@pytest.mark.slow
 def test_every_slot_is_the_base_model_again_after_a_batch(toy_dir):
     reference = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")  # never adapted
     model = HFModel.from_pretrained(str(toy_dir), dtype="float32", device="cpu")

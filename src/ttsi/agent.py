@@ -86,6 +86,11 @@ def input_seed(seed: int, task_id: str) -> int:
     return zlib.crc32(f"{seed}:{task_id}".encode())
 
 
+def answer_seed(seed: int) -> int:
+    """The seed a sampled answer (temperature > 0) draws from: the input's, apart from the extra samples' own."""
+    return zlib.crc32(f"answer:{seed}".encode())
+
+
 @dataclass
 class _Input:
     """One input on its way through the loop: what the stages so far produced for it."""
@@ -296,7 +301,9 @@ class SelfImprovingAgent:
         prompts, slots = [x.prompt for x in inputs], [x.slot for x in inputs]
         prefixes = [x.cache if x.slot == NO_ADAPTER else None for x in inputs]
         with _stage(inputs, "answer_s"):
-            raws = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens, prefixes=prefixes)
+            raws = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens, prefixes=prefixes,
+                                         temperature=c.temperature, top_p=c.top_p,
+                                         seeds=[answer_seed(x.seed) for x in inputs])
             if c.samples > 1:  # each input samples from its own seed, whatever else is in the batch
                 drawn = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens,
                                               temperature=c.sample_temperature, num_return_sequences=c.samples,

@@ -74,6 +74,8 @@ class AgentConfig:
     learn: LearnConfig = field(default_factory=LearnConfig)
     icl_source: str = "self"  # tt-icl demonstrations come from the model itself or the teacher
     max_new_tokens: int = 256  # answer budget
+    temperature: float = 0.0  # the answer's sampling temperature: 0 is greedy (the paper); above, seeded per input
+    top_p: float = 1.0  # the answer's nucleus, when sampled
     samples: int = 1  # answers sampled besides the greedy one, for majority vote and pass@k (1: greedy only)
     sample_temperature: float = 0.7
     record_base: bool = False  # also answer adapted inputs with the base model (gate AUROC, tau sweeps, fixed/broken)
@@ -86,7 +88,8 @@ class AgentConfig:
                    "learning rate": lc.lr, "LoRA alpha": lc.alpha, "LoRA dropout": lc.dropout,
                    "warmup ratio": lc.warmup_ratio, "weight decay": lc.weight_decay,
                    "max_grad_norm": 1.0 if lc.max_grad_norm is None else lc.max_grad_norm,
-                   "sample temperature": self.sample_temperature, "teacher timeout": t.timeout_s}
+                   "sample temperature": self.sample_temperature, "teacher timeout": t.timeout_s,
+                   "temperature": self.temperature, "top_p": self.top_p}
         for name, value in numbers.items():  # NaN passes every comparison below, and inf trains to NaN
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 raise ConfigError(f"{name} must be a finite number, got {value!r}")
@@ -120,6 +123,8 @@ class AgentConfig:
              f"max_grad_norm must be positive, got {lc.max_grad_norm}"),
             (0 <= lc.dropout < 1 and lc.weight_decay >= 0, "LoRA dropout must be in [0, 1) and weight decay >= 0"),
             (self.samples >= 1, f"samples must be at least 1, got {self.samples}"),
+            (self.temperature >= 0 and 0 < self.top_p <= 1,
+             f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and {self.top_p}"),
             (self.samples == 1 or self.sample_temperature > 0, "sampled answers need a temperature above 0"),
             (self.icl_source in ("self", "teacher"),
              f"icl_source must be 'self' or 'teacher', got {self.icl_source!r}"),

@@ -10,7 +10,7 @@ setting (code `context_length_exceeded` for a prompt past the model's window), 4
 (`teacher_error`), 504 deadline passed (`timeout`), 500 anything unexpected (generic message; the traceback goes
 to the server log).
 
-Request semantics are in `protocol` (tools and `tool_choice`, greedy answers whatever the temperature, `stop`,
+Request semantics are in `protocol` (tools and `tool_choice`, temperature and top_p, `stop`,
 `max_tokens`, the `ttsi` extension and trace); batching and the agent scheme in `batcher`; limits in `settings`.
 A streamed reply is computed whole, then sent as `chat.completion.chunk` events and `data: [DONE]`.
 

@@ -7,8 +7,9 @@ Semantics (see README "ttsi serve"):
 - `tool_choice: "auto"` (the default) or `"required"`: every tool is offered; `{"type": "function", "function":
   {"name": F}}`: only F is offered. The answer is `tool_calls` when the output parses as calls in the served
   format, else `content` (with finish_reason `stop`, or `length` when the token budget ran out).
-- `temperature` and `top_p` are accepted and checked, but the answer is always the greedy one (the agent answers
-  greedily; its sampled answers are a scoring aid, not the reply).
+- `temperature` and `top_p`: the answer's sampling (`AgentConfig.temperature` / `top_p`), seeded per request by
+  `seed` and the request's content, so a sampled answer is reproducible too. Absent: the server's default, greedy
+  (temperature 0), not OpenAI's 1.0.
 - `max_tokens` / `max_completion_tokens`: the answer budget (`AgentConfig.max_new_tokens`), at most the server's
   limit; `seed`: `AgentConfig.seed`; `n`: only 1; `stop`: the text is cut at the first stop string.
 - Extension `ttsi` object: `method`, `tau`, `k`, `epochs`, `lr` (the agent settings for this request) and `trace`
@@ -151,7 +152,7 @@ def _check_n(n: Any) -> None:
 
 
 def _check_sampling(body: dict[str, Any]) -> None:
-    """Accepted and range-checked as OpenAI does; the answer stays greedy (see the module docstring)."""
+    """Range-checked as OpenAI does (the penalties are accepted and not applied)."""
     _number(body, "temperature", 0, 2)
     _number(body, "top_p", 0, 1, low_open=True)
     _number(body, "presence_penalty", -2, 2)
@@ -280,6 +281,9 @@ def _config(body: dict[str, Any], settings: ServeSettings, has_tools: bool) -> A
         changes["max_new_tokens"] = budget
     if body.get("seed") is not None:
         changes["seed"] = body["seed"]
+    for name in ("temperature", "top_p"):  # absent: the server's default (greedy), not OpenAI's 1.0
+        if body.get(name) is not None:
+            changes[name] = float(body[name])
     if "method" in ext:
         changes["method"] = ext["method"]
     if not has_tools:  # nothing for the gate to score: the base model answers
