@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,32 +36,6 @@ def tasks_for(toy: bool, n: int) -> list[Any]:
 
     tasks = get_benchmark("sealshift").load(None, "ood")
     return [tasks[i % len(tasks)] for i in range(n)]
-
-
-class Served:
-    """The app on a free loopback port, in a background thread."""
-
-    def __init__(self, model: Any, settings: Any):
-        import uvicorn
-
-        from ttsi.serve.app import create_app
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(model, settings), log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Served:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
-        self.sock.close()
 
 
 def request_args(task: Any) -> dict[str, Any]:
@@ -147,6 +119,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     from ttsi.config import AgentConfig, GateConfig
     from ttsi.model import HFModel
+    from ttsi.serve.background import BackgroundServer
     from ttsi.serve.settings import ServeSettings
     from ttsi.shift.recipe import MODELS
 
@@ -166,7 +139,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
         settings = ServeSettings(model_name=NAME, agent=AgentConfig(method=a.method, gate=GateConfig(tau=a.tau),
                                                                     max_new_tokens=a.max_new_tokens),
                                  max_batch=max_batch, max_queue=max_queue, timeout_s=3600)
-        with Served(model, settings) as served, \
+        with BackgroundServer(model, settings) as served, \
                 openai.OpenAI(base_url=served.url, api_key="none", max_retries=0, timeout=600) as client:
             client.chat.completions.create(**args[0])  # warm-up
             note(f"max_batch {max_batch}: {len(args)} requests, {a.concurrency} concurrent")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,54 +21,14 @@ import openai
 
 from ttsi.config import AgentConfig, LearnConfig
 from ttsi.model import HFModel
+from ttsi.serve.background import BackgroundServer
 from ttsi.serve.settings import ServeSettings
 from ttsi.toy import UNSEEN, make_tasks
 
 KEY = "test-key-123"
 NAME = "toy-model"
 
-
-
-class LiveServer:
-    """`with LiveServer(model, settings) as s:` serves at `s.url` (…/v1) until the block ends."""
-
-    def __init__(self, model: HFModel, settings: ServeSettings):
-        import uvicorn
-
-        from ttsi.serve.app import create_app
-
-        self.app = create_app(model, settings)
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.root}/v1"
-
-    @property
-    def batcher(self):
-        return self.app.state.batcher
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        self.sock.close()
+LiveServer = BackgroundServer  # the name these tests (and test_serve_models) use
 
 
 def http(method: str, url: str, body: bytes | dict | None = None, key: str | None = KEY,
