@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ttsi.errors import TaskError
-from ttsi.formats import NATIVE_FORMATS, AnswerParseError, detect_tool_parser, get_format
+from ttsi.formats import NATIVE_FORMATS, AnswerParseError, detect_tool_parser, get_format, native_format
 from ttsi.formats.mistral import call_id
 from ttsi.model import HFModel
 from ttsi.prompts import answer_prompt, parse_pair, render_pair, synthesis_prompt
@@ -260,13 +260,13 @@ def test_name_prefix_is_a_token_prefix_of_the_answer(qwen_tokenizer, name, tool)
 
 def test_detect_on_the_qwen_template(qwen_tokenizer):
     assert detect_tool_parser(qwen_tokenizer.chat_template) == "hermes"
-    assert tiny_qwen(qwen_tokenizer).native_format == "hermes"
+    assert native_format(tiny_qwen(qwen_tokenizer)) == "hermes"
     assert detect_tool_parser(None) is None and detect_tool_parser("") is None
     assert detect_tool_parser("{% for m in messages %}{{ m['content'] }}{% endfor %}") is None
 
 
 def test_a_template_without_tools_has_no_native_format(qwen):
-    assert qwen.native_format is None
+    assert native_format(qwen) is None
 
 
 @pytest.mark.parametrize(("file", "expected"), [

@@ -19,7 +19,7 @@ import openai
 from ttsi.agent import SelfImprovingAgent
 from ttsi.benchmarks import get_benchmark
 from ttsi.config import AgentConfig
-from ttsi.formats import get_format
+from ttsi.formats import get_format, native_format
 from ttsi.model import HFModel
 from ttsi.serve.protocol import task_id
 from ttsi.serve.settings import ServeSettings
@@ -96,7 +96,7 @@ def embedded():
     # Format: `ttsi eval --benchmark sealshift` prompts and parses in each task's own format, which for SealShift is
     # "json" (the model was trained on it). Its chat template takes no tools, so `auto` resolves to "json" as well:
     # the server's default `auto` answers requests in exactly the format the SealShift tasks use.
-    assert model.native_format is None and {t.format for t in SEALSHIFT} == {"json"}
+    assert native_format(model) is None and {t.format for t in SEALSHIFT} == {"json"}
     direct = []
     with SelfImprovingAgent(model, AgentConfig(method="base", seed=SEED, max_new_tokens=MAX_NEW)) as agent:
         for t in SEALSHIFT:  # the task the server makes of the request: its id follows from the content
@@ -236,7 +236,7 @@ def train_tiny_qwen(steps: int = 100, lr: float = 1e-2) -> HFModel:
 @pytest.fixture(scope="module")
 def tiny():
     model = train_tiny_qwen()
-    assert model.native_format == "hermes"
+    assert native_format(model) == "hermes"
     settings = ServeSettings(model_name=TINY, format="auto", api_key=KEY, batch_wait_ms=5.0,
                              agent=AgentConfig(method="base", max_new_tokens=48))
     with LiveServer(model, settings) as server:

@@ -82,6 +82,7 @@ def respond(
     quiet_libraries()
     from ttsi.agent import SelfImprovingAgent
     from ttsi.errors import ContextLengthError
+    from ttsi.formats import native_format
     from ttsi.model import HFModel
 
     teacher = None
@@ -92,7 +93,7 @@ def respond(
         teacher.check()
     hf_model = HFModel.from_pretrained(model, dtype=dtype, device=device)
     if tool_parser == "auto":
-        native = hf_model.native_format
+        native = native_format(hf_model)
         if native is None:
             raise ConfigError(f"--tool-parser auto: the chat template of {model} writes no known tool-call format; "
                               "name one (hermes, llama3_json, mistral, pythonic)")

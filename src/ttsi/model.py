@@ -148,12 +148,9 @@ class HFModel:
         return f"{bos}{turns}Assistant: "
 
     @property
-    def native_format(self) -> str | None:
-        """The name of the native tool-call format the chat template writes (`hermes`, `llama3_json`, `mistral`,
-        `pythonic`), or None when it has no template or no tool support."""
-        from ttsi.formats.detect import detect_tool_parser
-
-        return detect_tool_parser(_template_text(self.tokenizer))
+    def chat_template(self) -> str | None:
+        """The tokenizer's chat template text (of several named ones, `tool_use`, else `default`), or None."""
+        return _template_text(self.tokenizer)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text` as is: prompts already carry their special tokens."""

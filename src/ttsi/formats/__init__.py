@@ -10,7 +10,7 @@ from ttsi.errors import TaskError
 from ttsi.formats.apibank import APIBankFormat
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, tools_block
 from ttsi.formats.bfcl import BFCLFormat
-from ttsi.formats.detect import detect_tool_parser
+from ttsi.formats.detect import detect_tool_parser, native_format
 from ttsi.formats.hermes import HermesCalls
 from ttsi.formats.json_calls import JsonCalls
 from ttsi.formats.llama3_json import Llama3JsonCalls
@@ -42,6 +42,21 @@ for _fmt in (JsonCalls(), SealToolsFormat(), BFCLFormat(), NexusRavenFormat(), T
 
 NATIVE_FORMATS = ("hermes", "llama3_json", "mistral", "pythonic")
 
-__all__ = ["FORMATS", "NATIVE_FORMATS", "AnswerFormat", "AnswerParseError", "HermesCalls", "JsonCalls",
-           "Llama3JsonCalls", "Messages", "MistralCalls", "NativeFormat", "PythonicCalls", "detect_tool_parser",
-           "get_format", "register_format", "tools_block"]
+__all__ = [
+    "FORMATS",
+    "NATIVE_FORMATS",
+    "AnswerFormat",
+    "AnswerParseError",
+    "HermesCalls",
+    "JsonCalls",
+    "Llama3JsonCalls",
+    "Messages",
+    "MistralCalls",
+    "NativeFormat",
+    "PythonicCalls",
+    "detect_tool_parser",
+    "get_format",
+    "native_format",
+    "register_format",
+    "tools_block",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # In order: the first match wins. Each marker is text the template writes into the prompt or the answer.
 _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -19,3 +20,9 @@ def detect_tool_parser(chat_template: str | None) -> str | None:
     if not chat_template or "tools" not in chat_template:
         return None
     return next((name for name, marker in _RULES if marker.search(chat_template)), None)
+
+
+def native_format(model: Any) -> str | None:
+    """The native tool-call format an `HFModel`'s chat template writes (`hermes`, `llama3_json`, `mistral`,
+    `pythonic`), or None when it has no template or no tool support."""
+    return detect_tool_parser(model.chat_template)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from ttsi.config import AgentConfig
 from ttsi.errors import ConfigError
+from ttsi.formats import get_format, native_format
 
 if TYPE_CHECKING:
     from ttsi.model import HFModel
@@ -41,13 +42,11 @@ class ServeSettings:
         """These settings with format `auto` resolved: the model's native tool-call format, else `json`."""
         if self.format != "auto":
             return self
-        return dataclasses.replace(self, format=model.native_format or "json")
+        return dataclasses.replace(self, format=native_format(model) or "json")
 
     def validate(self) -> ServeSettings:
         """Raise ConfigError naming the first setting that cannot work (the agent config included)."""
         self.agent.validate()
-        from ttsi.formats import get_format
-
         try:
             if self.format != "auto":  # resolved from the chat template once the model is loaded
                 get_format(self.format)
