@@ -6,6 +6,9 @@ Every `ttsi` import counts, including the ones inside functions (a lazy import i
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,19 @@ def test_every_layer_has_members():
 
 def test_the_walk_sees_imports_inside_functions():
     assert "formats" in MODULES["cli"] and "agent" in MODULES["cli"]  # both only inside `respond`
+
+
+@pytest.mark.subprocess
+def test_the_agent_loop_loads_no_benchmark():
+    """Importing the loop (and answering in the default or a native format) imports no benchmark's code; naming a
+    benchmark's format loads it then."""
+    code = ("import sys, ttsi.agent, ttsi.serve.app; from ttsi.formats import get_format; get_format('hermes'); "
+            "print(sorted(m for m in sys.modules if m.startswith(('ttsi.benchmarks', 'ttsi.evaluation')) "
+            "or m in BENCH)); get_format('bfcl'); print('ttsi.formats.bfcl' in sys.modules)")
+    prelude = "BENCH = {" + ", ".join(f"'ttsi.formats.{m}'" for m in FORMAT_MODULES) + "}; "
+    out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True,
+                         env=os.environ | {"HF_HUB_OFFLINE": "1"}).stdout.split("\n")
+    assert out[:2] == ["[]", "True"], out
+
+
+FORMAT_MODULES = ("sealtools", "bfcl", "nexusraven", "toolalpaca", "apibank")

@@ -6,44 +6,52 @@ the tools to its chat template; `detect_tool_parser` names the one a chat templa
 
 from __future__ import annotations
 
+import importlib
+
 from ttsi.errors import TaskError
-from ttsi.formats.apibank import APIBankFormat
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, tools_block
-from ttsi.formats.bfcl import BFCLFormat
 from ttsi.formats.detect import detect_tool_parser, native_format
 from ttsi.formats.hermes import HermesCalls
 from ttsi.formats.json_calls import JsonCalls
 from ttsi.formats.llama3_json import Llama3JsonCalls
 from ttsi.formats.mistral import MistralCalls
 from ttsi.formats.native import NativeFormat
-from ttsi.formats.nexusraven import NexusRavenFormat
 from ttsi.formats.pythonic import PythonicCalls
-from ttsi.formats.sealtools import SealToolsFormat
-from ttsi.formats.toolalpaca import ToolAlpacaFormat
 
-FORMATS: dict[str, AnswerFormat] = {}
+# The benchmarks' formats load when a task first names one, so the agent loop never imports a benchmark's code.
+BENCHMARK_FORMATS = {"sealtools": "sealtools:SealToolsFormat", "bfcl": "bfcl:BFCLFormat",
+                     "nexusraven": "nexusraven:NexusRavenFormat", "toolalpaca": "toolalpaca:ToolAlpacaFormat",
+                     "apibank": "apibank:APIBankFormat"}
+_REGISTERED: dict[str, AnswerFormat] = {}
 
 
 def register_format(fmt: AnswerFormat) -> AnswerFormat:
-    FORMATS[fmt.name] = fmt
+    _REGISTERED[fmt.name] = fmt
     return fmt
 
 
+def format_names() -> list[str]:
+    """Every format a task may name: the registered ones and the benchmarks' (loaded or not)."""
+    return sorted(set(_REGISTERED) | set(BENCHMARK_FORMATS))
+
+
 def get_format(name: str) -> AnswerFormat:
+    if name not in _REGISTERED and name in BENCHMARK_FORMATS:
+        module, cls = BENCHMARK_FORMATS[name].split(":")
+        register_format(getattr(importlib.import_module(f"ttsi.formats.{module}"), cls)())
     try:
-        return FORMATS[name]
+        return _REGISTERED[name]
     except KeyError:
-        raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(sorted(FORMATS))}") from None
+        raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(format_names())}") from None
 
 
-for _fmt in (JsonCalls(), SealToolsFormat(), BFCLFormat(), NexusRavenFormat(), ToolAlpacaFormat(), APIBankFormat(),
-             HermesCalls(), Llama3JsonCalls(), MistralCalls(), PythonicCalls()):
+for _fmt in (JsonCalls(), HermesCalls(), Llama3JsonCalls(), MistralCalls(), PythonicCalls()):
     register_format(_fmt)
 
 NATIVE_FORMATS = ("hermes", "llama3_json", "mistral", "pythonic")
 
 __all__ = [
-    "FORMATS",
+    "BENCHMARK_FORMATS",
     "NATIVE_FORMATS",
     "AnswerFormat",
     "AnswerParseError",
@@ -55,6 +63,7 @@ __all__ = [
     "NativeFormat",
     "PythonicCalls",
     "detect_tool_parser",
+    "format_names",
     "get_format",
     "native_format",
     "register_format",
