@@ -29,7 +29,7 @@ from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
 from ttsi.learn import NO_ADAPTER, Learner, TrainLog
 from ttsi.model import HFModel
-from ttsi.prompts import answer_prompt, synthesis_prompt
+from ttsi.prompts import answer_prompt
 from ttsi.task import Call, Task
 
 STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
@@ -256,7 +256,7 @@ class SelfImprovingAgent:
             elif self.config.method == "tt-icl":  # the training-free variant: the pairs become demonstrations
                 demos = [(p.query, fmt.render(p.answer, task.tools)) for p in pairs]
                 prompt = answer_prompt(self.model, task, fmt, demos)
-                if self._too_long([prompt])[0] is None:
+                if self.model.no_room([prompt])[0] is None:
                     trace.reason += "; synthetic pairs used as in-context demonstrations"
                     x.prompt, x.cache = prompt, None
                 else:
@@ -265,26 +265,8 @@ class SelfImprovingAgent:
     def _synthesize(self, inputs: list[_Input]) -> list[Synthesis]:
         if self.config.method == "oracle":  # upper bound: the input's own gold label
             return [Synthesis([SyntheticPair(x.task.query, list(x.task.answer or []), "gold")]) for x in inputs]
-        results: list[Synthesis | None] = [None] * len(inputs)
-        writer = self.synthesizer.model if isinstance(self.synthesizer, SelfSynthesizer) else None
-        if writer is not None and writer.context_window is not None:  # its prompt must leave it room to write
-            prompts = [synthesis_prompt(writer, x.task, x.fmt) for x in inputs]
-            for i, problem in enumerate(self._too_long(prompts, writer)):
-                if problem:
-                    results[i] = Synthesis([], error=f"the synthesis prompt is {problem}: answered unadapted")
-        todo = [x for x, r in zip(inputs, results, strict=True) if r is None]
-        made = iter(self.synthesizer.synthesize_many([x.task for x in todo], [x.fmt for x in todo],
-                                                     [x.seed for x in todo]))
-        return [r if r is not None else next(made) for r in results]
-
-    def _too_long(self, prompts: list[str], model: HFModel | None = None) -> list[str | None]:
-        """For each prompt that leaves the model no room to write a token, its length against the window."""
-        model = model or self.model
-        window = model.context_window
-        if window is None:
-            return [None] * len(prompts)
-        return [f"{n:,} tokens; the model reads at most {window:,}" if n >= window else None
-                for n in model.count_tokens(prompts)]
+        return self.synthesizer.synthesize_many([x.task for x in inputs], [x.fmt for x in inputs],
+                                                [x.seed for x in inputs])
 
     def _example_prompt(self, task: Task, pair: SyntheticPair, fmt: AnswerFormat) -> str:
         source = task if pair.source == "gold" else task.with_query(pair.query)

@@ -114,8 +114,14 @@ class SelfSynthesizer:
         if not tasks:
             return []
         prompts = [synthesis_prompt(self.model, t, f) for t, f in zip(tasks, fmts, strict=True)]
+        problems = self.model.no_room(prompts)  # a prompt that fills the context window leaves nothing to write
+        todo = [i for i, problem in enumerate(problems) if problem is None]
         n = c.k * c.oversample if c.temperature > 0 else 1  # greedy drafts would all be the same
-        drafts = self.model.generate(prompts, max_new_tokens=c.max_new_tokens, temperature=c.temperature,
-                                     top_p=c.top_p, num_return_sequences=n, seeds=list(seeds))
-        return [select_pairs(drafts[i * n: (i + 1) * n], task, fmt, c.k, self.source)
-                for i, (task, fmt) in enumerate(zip(tasks, fmts, strict=True))]
+        drafts = self.model.generate([prompts[i] for i in todo], max_new_tokens=c.max_new_tokens,
+                                     temperature=c.temperature, top_p=c.top_p, num_return_sequences=n,
+                                     seeds=[seeds[i] for i in todo]) if todo else []
+        picked = {i: select_pairs(drafts[j * n: (j + 1) * n], tasks[i], fmts[i], c.k, self.source)
+                  for j, i in enumerate(todo)}
+        return [picked[i] if problem is None else Synthesis([], error=f"the synthesis prompt is {problem}: answered "
+                                                                      "unadapted")
+                for i, problem in enumerate(problems)]

@@ -165,6 +165,14 @@ class HFModel:
             return []
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
+    def no_room(self, prompts: Sequence[str]) -> list[str | None]:
+        """For each prompt that leaves no room to write a token, its length against the window (else None)."""
+        window = self.context_window
+        if window is None:
+            return [None] * len(prompts)
+        return [f"{n:,} tokens; the model reads at most {window:,}" if n >= window else None
+                for n in self.count_tokens(prompts)]
+
     def room(self, prompt_ids: Sequence[list[int]], max_new_tokens: int) -> list[int]:
         """Each prompt's generation budget: `max_new_tokens`, cut to what the context window leaves after it.
 
