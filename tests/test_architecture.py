@@ -6,6 +6,7 @@ Every `ttsi` import counts, including the ones inside functions (a lazy import i
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -25,11 +26,16 @@ LAYERS = {
     "the stages": (("awareness", "augment", "learn", "teacher", "calibrate", "prompts"),
                    (*TOP, "serve", "evaluation", "agent", "benchmarks")),
     "the agent loop": (("agent",), (*TOP, "serve", "evaluation", "benchmarks")),
+    # The trace names the stages' types for type checking only (no torch at run time: see the subprocess test).
+    "the trace": (("trace",), (*TOP, "serve", "evaluation", "agent", "benchmarks", "model")),
+    "the embedded model's recipe": (("shift.",), (*TOP, "serve", "evaluation", "agent", "benchmarks")),
     "the server": (("serve.",), (*TOP, "evaluation", "benchmarks")),
     "the evaluation": (("evaluation.",), (*TOP, "serve")),
     "answer formats and tasks": (("formats.", "task", "schema", "jsonschema", "jsonio"),
                                  (*TOP, "serve", "evaluation", "agent", "awareness", "augment", "learn", "teacher",
                                   "calibrate", "prompts", "benchmarks", "model", "engine")),
+    "provenance": (("provenance",), (*TOP, "serve", "evaluation", "agent", "trace", "awareness", "augment", "learn",
+                                     "teacher", "calibrate", "prompts", "benchmarks", "formats", "model", "engine")),
 }
 
 
@@ -76,6 +82,20 @@ def test_the_walk_sees_imports_inside_functions():
     assert "formats" in MODULES["cli"] and "agent" in MODULES["cli"]  # both only inside `respond`
 
 
+def test_the_walk_and_the_rules_catch_every_import_form(tmp_path):
+    """The checker has teeth: every way of importing a ttsi module is seen, and one reaching up is refused."""
+    source = tmp_path / "engine_module.py"
+    source.write_text("import os\nimport ttsi.serve.app\nfrom ttsi import agent, jsonio\nfrom . import sibling\n"
+                      "def f():\n    from ttsi.evaluation.runner import run_eval\n    import ttsi.cli as c\n"
+                      "class K:\n    def g(self):\n        from ttsi.formats.json_calls import X\n")
+    found = _imports(source)
+    assert found == {"serve.app", "agent", "jsonio", "evaluation.runner", "cli", "formats.json_calls"}
+    _, forbidden = LAYERS["the engine"]
+    assert sorted(t for t in found if _matches(t, forbidden)) == ["agent", "cli", "evaluation.runner",
+                                                                  "formats.json_calls", "serve.app"]
+    assert not _matches("jsonio", forbidden) and not _matches("agents", ("agent",))  # whole names only
+
+
 @pytest.mark.subprocess
 def test_the_agent_loop_loads_no_benchmark():
     """Importing the loop (and answering in the default or a native format) imports no benchmark's code; naming a
@@ -90,3 +110,23 @@ def test_the_agent_loop_loads_no_benchmark():
 
 
 FORMAT_MODULES = ("sealtools", "bfcl", "nexusraven", "toolalpaca", "apibank")
+
+
+@pytest.mark.subprocess
+def test_ttsi_score_runs_without_torch(tmp_path):
+    """`ttsi score`, the trace and provenance load no torch, transformers or peft: here they cannot be imported."""
+    from ttsi.benchmarks import get_benchmark
+    from ttsi.formats import get_format
+
+    tasks = get_benchmark("toy").load(None, "seen")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": t.id, "output": get_format("json").render(t.answer)})
+                               for t in tasks))
+    code = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'transformers', 'peft'))); "
+            "import ttsi.trace, ttsi.provenance, ttsi.show; from ttsi.cli import main; main()")
+    args = ["score", "--benchmark", "toy:seen", "--predictions", str(preds), "--out", str(tmp_path / "out")]
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            env=os.environ | {"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert "accuracy 100.00%" in result.stdout
+    assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == len(tasks)

@@ -30,8 +30,10 @@ def test_training_examples_teach_answers_synthesis_and_demonstrations():
     pairs = training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=1.0)
     synthesis = [r for _, r in pairs if r.startswith("Request:")]
     answers = [(m, r) for m, r in pairs if r.startswith("[")]
-    assert len(answers) == len(tasks) and synthesis
     assert all(len(m) == 4 for m, _ in answers)  # system, demonstration (user, assistant), the request
+    # every task has a sibling (its demonstration above), so at fraction 1.0 each also gets a synthesis example
+    assert len(answers) == len(synthesis) == len(tasks) and len(pairs) == 2 * len(tasks)
+    assert all(m[-1]["content"].startswith("You write training data") for m, r in pairs if r.startswith("Request:"))
     assert training_examples(tasks, 0, 0.5, 0.1) == training_examples(tasks, 0, 0.5, 0.1)
     assert all(len(m) == 2 for m, _ in training_examples(tasks, 0, 0.0, 0.0))
 
@@ -70,7 +72,10 @@ def test_recipe_is_deterministic(small_data, tmp_path, camel):
     assert wa.keys() == wb.keys() and all((wa[k] == wb[k]).all() for k in wa)
     assert a["tasks"] == 30 and a["recipe"]["steps"] == 3
     info = json.loads((tmp_path / "a" / "train_info.json").read_text())
-    assert info["parameters"] > 0 and info["recipe"]["hidden"] == 32
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "a"))
+    assert info["parameters"] == sum(p.numel() for p in model.parameters()) and info["recipe"]["hidden"] == 32
     assert info["recipe"]["copy_steps"] == 2 and info["copy_final_loss"] > 0
 
 
@@ -141,8 +146,7 @@ def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, monkeypatch):
-    from ttsi import tiny
-    from ttsi.evaluation import summary
+    from ttsi import provenance, tiny
 
     head = ["at-start"]
     train = tiny.train_causal_lm
@@ -152,7 +156,7 @@ def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, 
         return train(*args, **kwargs)
 
     monkeypatch.setattr(tiny, "train_causal_lm", train_and_commit)
-    monkeypatch.setattr(summary, "git_commit", lambda: head[0])
+    monkeypatch.setattr(provenance, "git_commit", lambda: head[0])
     assert train_base(tmp_path / "a", SMALL, data=small_data)["git_commit"] == "at-start"
 
 

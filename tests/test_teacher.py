@@ -11,6 +11,7 @@ from ttsi.agent import SelfImprovingAgent
 from ttsi.config import AgentConfig, GateConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import TeacherError
 from ttsi.formats import get_format
+from ttsi.schema import check_calls
 from ttsi.teacher import TeacherSynthesizer
 from ttsi.toy import SEEN, make_tasks
 
@@ -40,8 +41,8 @@ def test_teacher_writes_validated_pairs_over_http(server):
     for task, r in zip(tasks, results, strict=True):
         assert sum(r.rejected.values()) + len(r.pairs) + r.unused == r.drafts
         for pair in r.pairs:
-            assert pair.source == "teacher"
-            assert {c.name for c in pair.answer} <= {t.name for t in task.tools}
+            assert pair.source == "teacher" and pair.answer
+            check_calls(pair.answer, task.tools)  # names, required arguments and types all valid
     body = server.requests[0]
     assert body["model"] == "tiny-teacher" and body["n"] == 4 and body["seed"] == 0
     gold = get_format("json").render(tasks[0].answer)
@@ -62,7 +63,10 @@ def test_teacher_not_serving_the_model_is_named(server):
 def test_server_error_yields_no_pairs_and_a_reason(server):
     server.fail_status = 500
     result = _teacher(server.url).synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
-    assert result.pairs == [] and result.error and "teacher failed" in result.error
+    assert result.pairs == [] and result.drafts == 0
+    assert result.error.startswith("teacher failed: InternalServerError: Error code: 500")
+    assert "injected failure" in result.error and "\n" not in result.error
+    assert len(server.requests) == 1  # retries=0: asked once
 
 
 @pytest.mark.slow
@@ -130,7 +134,7 @@ def test_null_content_is_an_empty_draft_and_extra_choices_are_ignored(server):
     server.raw_reply = json.dumps({"choices": [{"message": {"content": None}}] * 50}).encode()
     result = _teacher(server.url).synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
     assert result.error is None and result.pairs == [] and result.drafts == 4  # k * oversample were asked for
-    assert sum(result.rejected.values()) == 4
+    assert result.rejected == {"no_pair": 4}  # an empty draft holds no request/answer pair
 
 
 BAD_MODEL_LISTS = {
@@ -188,3 +192,28 @@ def test_an_interrupt_is_not_swallowed():
                                  client=_raising_client(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         teacher.synthesize(make_tasks(1, SEEN, seed=1)[0], get_format("json"), seed=0)
+
+
+
+def test_a_local_teacher_is_passed_as_an_object_and_needs_no_endpoint(toy):
+    """The demo's TT-D: the teacher is a `Synthesizer` object (there a local model), not a URL in the config."""
+    from ttsi.augment import OneByOne, Synthesis, SyntheticPair
+    from ttsi.errors import ConfigError
+
+    class Local(OneByOne):
+        source = "teacher"
+
+        def __init__(self):
+            self.asked: list[str] = []
+
+        def synthesize(self, task, fmt, seed):
+            self.asked.append(task.id)
+            return Synthesis([SyntheticPair(f"Please: {task.query}", list(task.answer), self.source)])
+
+    config = AgentConfig(method="tt-d", gate=GateConfig(tau=1.0), max_new_tokens=16)
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        SelfImprovingAgent(toy, config)
+    task, teacher = make_tasks(1, SEEN, seed=2)[0], Local()
+    with SelfImprovingAgent(toy, config, teacher=teacher) as agent:
+        r = agent.respond(task)  # unsure of it: margin 0.95 < tau 1.0
+    assert teacher.asked == [task.id] and r.adapted and [p.source for p in r.synthetic] == ["teacher"]

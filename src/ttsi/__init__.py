@@ -15,7 +15,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SelfImprovingAgent": "ttsi.agent", "Response": "ttsi.agent", "Decision": "ttsi.agent",
+    "SelfImprovingAgent": "ttsi.agent", "Response": "ttsi.trace", "Decision": "ttsi.trace",
     "AgentConfig": "ttsi.config", "GateConfig": "ttsi.config", "SynthesisConfig": "ttsi.config",
     "TeacherConfig": "ttsi.config", "LearnConfig": "ttsi.config",
     "HFModel": "ttsi.model",

@@ -18,8 +18,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any
 
 from ttsi.augment import SelfSynthesizer, Synthesis, Synthesizer, SyntheticPair
 from ttsi.awareness import Uncertainty, assess_many, name_prefixes
@@ -27,58 +25,11 @@ from ttsi.config import AgentConfig
 from ttsi.engine.cache import PrefixCache
 from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
-from ttsi.learn import NO_ADAPTER, Learner, TrainLog
+from ttsi.learn import NO_ADAPTER, Learner
 from ttsi.model import HFModel
 from ttsi.prompts import answer_prompt
-from ttsi.task import Call, Task
-
-STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
-
-
-class Decision(str, Enum):
-    """What the gate and the method decided for an input."""
-
-    ADAPT = "adapt"  # synthesize pairs and learn from them (or, for tt-icl, show them as demonstrations)
-    SKIP = "skip"  # answer with the base model
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass
-class Response:
-    """The answer to one input and the trace of how it was reached."""
-
-    id: str
-    method: str
-    uncertainty: Uncertainty | None  # None for a task without tools
-    decision: Decision
-    reason: str  # why, and why not adapted when a decision to adapt fell back
-    adapted: bool = False  # whether an adapted model wrote the answer
-    answer: list[Call] | None = None  # None when the output does not parse
-    raw: str = ""  # the greedy answer
-    parse_error: str | None = None
-    samples: list[str] = field(default_factory=list)  # sampled answers (config.samples > 1), same model state
-    synthetic: list[SyntheticPair] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)
-    train: TrainLog | None = None
-    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    scoring_prompt: str = ""  # the prompt the gate scored after (the answer prompt, without demonstrations)
-    batch: int = 1  # inputs answered (and, if adapted, trained) together in one batch with this one
-    error: str | None = None  # "context_length": refused (not gated, adapted or answered); `reason` says why
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "method": self.method,
-            "answer": None if self.answer is None else [c.to_dict() for c in self.answer],
-            "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples,
-            "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
-            "decision": self.decision.value, "adapted": self.adapted, "reason": self.reason,
-            "synthetic": [p.to_dict() for p in self.synthetic], "rejected": self.rejected,
-            "train": {"steps": 0, "losses": [], "lrs": []} if self.train is None else self.train.to_dict(),
-            "timings": self.timings, "scoring_prompt": self.scoring_prompt, "batch": self.batch,
-            "error": self.error,
-        }
+from ttsi.task import Task
+from ttsi.trace import STAGES, Decision, Response  # noqa: F401 (STAGES: still importable from here)
 
 
 def input_seed(seed: int, task_id: str) -> int:
@@ -114,7 +65,7 @@ class SelfImprovingAgent:
     """
 
     def __init__(self, model: HFModel, config: AgentConfig | None = None, teacher: Synthesizer | None = None):
-        self.config = (config or AgentConfig()).validate()
+        self.config = (config or AgentConfig()).validate(teacher_given=teacher is not None)
         self.model = model
         self.learner = Learner(model, self.config.learn, seed=self.config.seed)
         self.synthesizer: Synthesizer = SelfSynthesizer(model, self.config.synthesis)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from ttsi.config import METHODS, GateConfig
+from ttsi.config import METHODS, AgentConfig, GateConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import TTSIError
 from ttsi.jsonio import clean_text, describe_os_error
 
@@ -60,17 +60,19 @@ def gate_config(tau: float, measure: str, candidates: str, normalize: str) -> Ga
 MODEL = typer.Option(..., "--model", help="Hugging Face model id or local directory.")
 DTYPE = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 DEVICE = typer.Option(None, help="cuda, cpu, cuda:1, ... (default: cuda when available).")
-MEASURE = typer.Option("margin", help="Gate confidence: margin (RSS, the paper), entropy, perplexity.")
-CANDIDATES = typer.Option("name", help="Candidate actions: name (answer prefix naming each function) or call.")
-NORMALIZE = typer.Option("sum", help="Candidate log-prob: sum over tokens, or mean (length-normalised).")
+MEASURE = typer.Option(GateConfig.measure, help="Gate confidence: margin (RSS, the paper), entropy, perplexity.")
+CANDIDATES = typer.Option(GateConfig.candidates, help="Candidate actions: name (answer prefix naming each function) "
+                                                     "or call.")
+NORMALIZE = typer.Option(GateConfig.normalize, help="Candidate log-prob: sum over tokens, or mean (length-normalised).")
 
 
-METHOD = typer.Option("tt-si", help=f"One of: {', '.join(METHODS)}.")
-K = typer.Option(1, "--k", help="Synthetic examples per uncertain input.")
-TEACHER_URL = typer.Option(None, help="TT-D teacher: OpenAI-compatible base URL (.../v1).")
-TEACHER_MODEL = typer.Option(None, help="TT-D teacher: model name at that URL.")
-TEACHER_KEY_ENV = typer.Option("OPENAI_API_KEY", help="Environment variable holding the teacher's key.")
-ICL_SOURCE = typer.Option("self", help="tt-icl demonstrations from 'self' or the 'teacher'.")
-EPOCHS = typer.Option(5, help="LoRA epochs over the synthetic pairs.")
-LR = typer.Option(1e-4, help="LoRA learning rate.")
-MAX_NEW_TOKENS = typer.Option(256, help="Answer length budget.")
+TAU = typer.Option(GateConfig.tau, help="Adapt when the gate's confidence is below tau (in [0, 1]).")
+METHOD = typer.Option(AgentConfig.method, help=f"One of: {', '.join(METHODS)}.")
+K = typer.Option(SynthesisConfig.k, "--k", help="Synthetic examples per uncertain input.")
+TEACHER_URL = typer.Option(TeacherConfig.url, help="TT-D teacher: OpenAI-compatible base URL (.../v1).")
+TEACHER_MODEL = typer.Option(TeacherConfig.model, help="TT-D teacher: model name at that URL.")
+TEACHER_KEY_ENV = typer.Option(TeacherConfig.api_key_env, help="Environment variable holding the teacher's key.")
+ICL_SOURCE = typer.Option(AgentConfig.icl_source, help="tt-icl demonstrations from 'self' or the 'teacher'.")
+EPOCHS = typer.Option(LearnConfig.epochs, help="LoRA epochs over the synthetic pairs.")
+LR = typer.Option(LearnConfig.lr, help="LoRA learning rate.")
+MAX_NEW_TOKENS = typer.Option(AgentConfig.max_new_tokens, help="Answer length budget.")

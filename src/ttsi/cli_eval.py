@@ -27,7 +27,7 @@ from ttsi.cli_common import (
     gate_config,
     quiet_libraries,
 )
-from ttsi.config import AgentConfig, LearnConfig, SynthesisConfig, TeacherConfig
+from ttsi.config import AgentConfig, GateConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,9 +76,11 @@ def eval_command(
     method: str = METHOD,
     limit: int | None = LIMIT,
     seeds: str = typer.Option("0", help="Comma-separated seeds, e.g. 0,1,2,3,4 (the paper averages 5)."),
-    tau: str = typer.Option("0.95", help="tau, or a comma-separated sweep (0.35,0.5,0.65,0.8,0.95) read off one run."),
+    tau: str = typer.Option(str(GateConfig.tau), help="tau, or a comma-separated sweep (0.35,0.5,0.65,0.8,0.95) "
+                                                      "read off one run."),
     k: int = K,
-    samples: int = typer.Option(1, help="Answers sampled besides the greedy one: majority vote and pass@k."),
+    samples: int = typer.Option(AgentConfig.samples, help="Answers sampled besides the greedy one: majority vote and "
+                                                          "pass@k."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/BENCHMARK-SPLIT-METHOD)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     base_answers: bool = typer.Option(True, help="Also answer adapted inputs with the base model (gate AUROC, "
@@ -105,7 +107,7 @@ def eval_command(
     if batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {batch}")
     config = AgentConfig(
-        method=method, gate=gate_config(taus[-1] if taus else 0.95, measure, candidates, normalize),
+        method=method, gate=gate_config(taus[-1] if taus else GateConfig.tau, measure, candidates, normalize),
         synthesis=SynthesisConfig(k=k), learn=LearnConfig(epochs=epochs, lr=lr),
         teacher=TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_key_env),
         icl_source=icl_source, max_new_tokens=max_new_tokens, samples=samples, record_base=base_answers,
@@ -115,9 +117,11 @@ def eval_command(
     check_sweep(config, taus)
     bench, split, tasks, path = _load_split(benchmark, data_dir, limit)
     out = out or Path("runs") / f"{bench.name}-{split}-{method}"
-    settings = {"model": model, "adapter": adapter, "benchmark": bench.name, "split": split, "limit": limit,
-                "n": len(tasks), "seeds": seed_list, "taus": taus, "agent": config.to_dict(), "batch": batch,
-                "data_dir": str(path) if path else None, "dtype": dtype, "device": device}
+    from ttsi.evaluation.settings import EvalSettings
+
+    settings = EvalSettings(model=model, adapter=adapter, benchmark=bench.name, split=split, limit=limit,
+                            n=len(tasks), seeds=tuple(seed_list), taus=tuple(taus), agent=config, batch=batch,
+                            data_dir=str(path) if path else None, dtype=dtype, device=device)
     quiet_libraries()
     from ttsi.evaluation.runner import run_eval
     from ttsi.model import HFModel
@@ -129,7 +133,7 @@ def eval_command(
         teacher = TeacherSynthesizer(config.teacher, config.synthesis)
         teacher.check()
     hf = HFModel.from_pretrained(model, dtype=dtype, device=device, adapter=adapter)
-    summary = run_eval(hf, bench, split, tasks, config, seed_list, out, settings, taus=taus, resume=resume,
+    summary = run_eval(hf, bench, split, tasks, config, seed_list, out, settings.to_dict(), taus=taus, resume=resume,
                        teacher=teacher, batch_size=batch)
     acc = summary["accuracy"]
     typer.echo(f"{bench.name}:{split} {method}: accuracy {acc['mean']:.2%} ± {acc['std']:.2%} over "
@@ -170,7 +174,7 @@ def sft_command(
     limit: int | None = LIMIT,
     epochs: int = typer.Option(3, help="Epochs over the labelled split."),
     lr: float = LR,
-    batch_size: int = typer.Option(1, help="Examples per step (the paper's TT-SI uses 1)."),
+    batch_size: int = typer.Option(LearnConfig.batch_size, help="Examples per step (the paper's TT-SI uses 1)."),
     seed: int = typer.Option(0, help="Seed for LoRA init and data order."),
     data_dir: str | None = DATA_DIR,
     dtype: str = DTYPE,

@@ -14,6 +14,7 @@ from ttsi.cli_common import (
     LR,
     MAX_NEW_TOKENS,
     METHOD,
+    TAU,
     TEACHER_KEY_ENV,
     TEACHER_MODEL,
     TEACHER_URL,
@@ -43,12 +44,12 @@ def serve_command(
     name: str | None = typer.Option(None, "--served-name", help="The model name clients send (default: the model "
                                                                 "directory's name, or the id)."),
     method: str = METHOD,
-    tau: float = typer.Option(0.95, help="Adapt when the gate's confidence is below tau (in [0, 1])."),
+    tau: float = TAU,
     k: int = K,
     epochs: int = EPOCHS,
     lr: float = LR,
     max_new_tokens: int = MAX_NEW_TOKENS,
-    seed: int = typer.Option(0, help="Default seed (a request's `seed` replaces it)."),
+    seed: int = typer.Option(AgentConfig.seed, help="Default seed (a request's `seed` replaces it)."),
     answer_format: str = typer.Option("auto", "--tool-parser", "--format",
                                       help="The tool-call format the model is prompted and parsed in: auto (the chat "
                                            "template's own: hermes, llama3_json, mistral, pythonic; json when it has "

@@ -81,8 +81,12 @@ class AgentConfig:
     record_base: bool = False  # also answer adapted inputs with the base model (gate AUROC, tau sweeps, fixed/broken)
     seed: int = 0
 
-    def validate(self) -> AgentConfig:
-        """Raise ConfigError naming the first setting that cannot work."""
+    def validate(self, teacher_given: bool = False) -> AgentConfig:
+        """Raise ConfigError naming the first setting that cannot work.
+
+        `teacher_given`: the teacher is passed to the agent as a `Synthesizer` object (a local model, as in the demo),
+        so the config need not name a teacher endpoint.
+        """
         g, s, t, lc = self.gate, self.synthesis, self.teacher, self.learn
         numbers = {"tau": g.tau, "synthesis temperature": s.temperature, "synthesis top_p": s.top_p,
                    "learning rate": lc.lr, "LoRA alpha": lc.alpha, "LoRA dropout": lc.dropout,
@@ -133,7 +137,7 @@ class AgentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.uses_teacher and not (t.url and t.model):
+        if self.uses_teacher and not teacher_given and not (t.url and t.model):
             raise ConfigError(f"method {self.method} needs a teacher: give --teacher-url and --teacher-model")
         return self
 

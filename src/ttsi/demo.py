@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ttsi.config import AgentConfig, LearnConfig, TeacherConfig
+from ttsi.config import AgentConfig, LearnConfig
 from ttsi.errors import ConfigError
 from ttsi.evaluation.report import method_label
 from ttsi.shift.recipe import MODELS
@@ -55,14 +55,15 @@ FULL = Plan(n={"ood": 24, "id": 12}, seeds=(0, 1, 2), methods=METHODS)
 QUICK = Plan(n={"ood": 16, "id": 8}, seeds=(0,), methods=("base", "tt-si", "tt-d", "sft"), sft_items=64)
 
 
-def agent_config(method: str, teacher_dir: Path = MODELS["teacher"]) -> AgentConfig:
+def agent_config(method: str) -> AgentConfig:
     """The demo's settings for one method: the paper's defaults except the LoRA learning rate (see DEMO_LR).
 
-    The teacher is a local model behind the same `Synthesizer` interface as a remote one (`in-process:` URL).
-    Adapted inputs are also answered by the base model, so every method's gate AUROC covers every input.
+    The teacher is a local model, passed to the runner as a `Synthesizer` object (see `_run_job`), so the config
+    names no teacher endpoint. Adapted inputs are also answered by the base model, so every method's gate AUROC
+    covers every input.
     """
     return AgentConfig(method="base" if method == "sft" else method, learn=LearnConfig(lr=DEMO_LR),
-                       teacher=TeacherConfig(url="in-process:", model=str(teacher_dir)), record_base=True).validate()
+                       record_base=True).validate(teacher_given=True)
 
 
 def demo_tasks(plan: Plan) -> dict[str, list[Any]]:
@@ -186,7 +187,7 @@ def _run_job(method: str, split: str, plan: Plan, out_dir: Path, model_dir: Path
     from ttsi.benchmarks import get_benchmark
     from ttsi.evaluation.runner import run_eval
 
-    config = agent_config(method, teacher_dir)
+    config = agent_config(method)
     adapter = str(out_dir / "sft" / "adapter") if method == "sft" else None
     model = _model(str(model_dir), adapter)
     teacher = None

@@ -7,7 +7,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from ttsi.agent import Response
+from ttsi.trace import Response
 
 
 def print_response(r: Response, console: Console | None = None) -> None:

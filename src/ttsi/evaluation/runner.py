@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ttsi.agent import Decision, Response, SelfImprovingAgent
+from ttsi.agent import SelfImprovingAgent
 from ttsi.augment import Synthesizer
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.config import AgentConfig
@@ -23,6 +23,7 @@ from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
 from ttsi.model import HFModel
 from ttsi.task import Task
+from ttsi.trace import Decision, Response
 
 GATED = ("tt-si", "tt-d", "tt-icl", "oracle")  # methods whose adaptation follows the gate, so tau can be swept
 
@@ -50,7 +51,7 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
     for seed in seeds:  # every setting, each seed included, is checked before the run directory is written
-        dataclasses.replace(config, seed=seed).validate()
+        dataclasses.replace(config, seed=seed).validate(teacher_given=teacher is not None)
     # The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
     config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
                                  record_base=config.record_base or len(taus) > 1)

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 from ttsi import jsonio
-from ttsi.agent import STAGES
 from ttsi.benchmarks import Benchmark
 from ttsi.errors import TaskError
 from ttsi.evaluation.records import RunDir, read_records, write_summary
 from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
 from ttsi.task import Task
+from ttsi.trace import STAGES
 
 
 def read_predictions(path: Path) -> dict[str, str]:

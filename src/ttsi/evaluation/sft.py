@@ -13,11 +13,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ttsi.benchmarks import Benchmark
 from ttsi.config import LearnConfig
 from ttsi.errors import TaskError
-from ttsi.evaluation.summary import git_commit, versions
 from ttsi.formats import get_format
 from ttsi.learn import Learner
 from ttsi.model import HFModel
 from ttsi.prompts import answer_prompt
+from ttsi.provenance import git_commit, versions
 from ttsi.task import Task
 
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any
 
 from ttsi import jsonio
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.evaluation.stats import gate_quality, mean_std, percentile
+from ttsi.provenance import git_commit, versions
 from ttsi.task import Task
-
-STAGES = ("gate_s", "synthesize_s", "train_s", "answer_s", "reset_s")
+from ttsi.trace import STAGES
 
 
 def summarize(records: list[dict[str, Any]], bench: Benchmark, split: str, taus: list[float],
@@ -98,28 +95,6 @@ def _at_tau(by_seed: dict[int, list[dict[str, Any]]], seeds: list[int], tau: flo
         accs.append(sum(hits) / len(rows) if rows else float("nan"))
         fractions.append(sum(b and r["adapted"] for r, b in zip(rows, below, strict=True)) / max(1, len(rows)))
     return {"tau": tau, "accuracy": mean_std(accs), "adapted_fraction": mean_std(fractions)}
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("ttsi", "torch", "transformers", "peft"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def git_commit() -> str | None:
-    """The commit of the ttsi checkout this runs from, if it is one (None for an installed wheel)."""
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def to_json(summary: dict[str, Any]) -> str:

@@ -25,13 +25,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ttsi import jsonio
-from ttsi.agent import Response, SelfImprovingAgent
+from ttsi.agent import SelfImprovingAgent
 from ttsi.config import AgentConfig
 from ttsi.errors import TTSIError
 from ttsi.model import HFModel
 from ttsi.serve.metrics import Metrics
 from ttsi.serve.protocol import Outcome
 from ttsi.task import Task
+from ttsi.trace import Response
 
 log = logging.getLogger("ttsi.serve")
 

@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from typing import Any
 
-from ttsi.agent import STAGES, Response
+from ttsi.trace import STAGES, Response
 
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttsi import jsonio
-from ttsi.agent import Response
 from ttsi.config import METHODS, AgentConfig
 from ttsi.errors import TTSIError
 from ttsi.formats import AnswerFormat, AnswerParseError, get_format
 from ttsi.serve.settings import MAX_STOP, ServeSettings
 from ttsi.task import Call, Task, call_from_dict
+from ttsi.trace import Response
 
 EXTENSION_FIELDS = ("method", "tau", "k", "epochs", "lr", "trace")
 UNSUPPORTED = ("functions", "function_call", "audio", "modalities", "prediction")

@@ -452,7 +452,7 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
 
 def _started() -> tuple[float, str | None]:
     """When a run starts and the commit it starts from (read now: the checkout may move on while it trains)."""
-    from ttsi.evaluation.summary import git_commit
+    from ttsi.provenance import git_commit
 
     return time.perf_counter(), git_commit()
 
@@ -462,7 +462,7 @@ def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, lo
     """`train_info.json` beside the weights: the recipe, the data counts, time, versions and starting commit."""
     import torch
 
-    from ttsi.evaluation.summary import versions
+    from ttsi.provenance import versions
 
     start, commit = started
     info = {"recipe": dataclasses.asdict(recipe), "examples": examples, "tasks": tasks,

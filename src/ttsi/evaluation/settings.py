@@ -1,0 +1,32 @@
+"""What a `ttsi eval` run was asked to do: the settings its run.json holds and a resume must match."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ttsi.config import AgentConfig
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """`ttsi eval`'s run.json, typed. `to_dict` writes the keys run.json has always had, so older runs resume."""
+
+    model: str
+    adapter: str | None
+    benchmark: str
+    split: str
+    limit: int | None  # --limit as given (None: the whole split)
+    n: int  # items evaluated
+    seeds: tuple[int, ...]
+    taus: tuple[float, ...]  # sorted; the run adapts at the largest
+    agent: AgentConfig
+    batch: int
+    data_dir: str | None
+    dtype: str
+    device: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return out | {"seeds": list(self.seeds), "taus": list(self.taus), "agent": self.agent.to_dict()}
