@@ -12,6 +12,8 @@ from ttsi.augment import OneByOne, Synthesis, SyntheticPair
 from ttsi.config import AgentConfig, GateConfig
 from ttsi.errors import ConfigError, TaskError
 from ttsi.formats import get_format
+from ttsi.prompts import answer_messages
+from ttsi.schema import check_calls
 from ttsi.task import Call
 from ttsi.toy import SEEN, UNSEEN, make_tasks
 
@@ -54,8 +56,8 @@ def test_base_never_adapts_but_reports_the_gate(qwen):
     r = agent.respond(weather_task())
     assert r.decision == "skip" and not r.adapted and r.train is None
     assert r.uncertainty is not None and r.uncertainty.candidates == ["get_weather", "send_email", "set_alarm"]
-    assert r.scoring_prompt == qwen.chat_prompt(__import__("ttsi.prompts").prompts.answer_messages(
-        weather_task(), FMT))
+    assert r.scoring_prompt == qwen.chat_prompt(answer_messages(weather_task(), FMT))
+    assert r.reason == "method base: answered by the base model"
     assert set(r.timings) == set(STAGES) and r.timings["train_s"] == 0.0
 
 
@@ -106,9 +108,11 @@ def test_no_valid_pair_answers_unadapted_and_says_why(qwen):
 
 def test_teacher_failure_answers_unadapted_and_says_why(qwen):
     synth = FixedSynthesizer([], error="teacher failed: APIConnectionError: Connection error.")
-    agent, _ = _agent(qwen, "tt-d", tau=1.0, synth=synth)
+    agent, config = _agent(qwen, "tt-d", tau=1.0, synth=synth)
     r = agent.respond(weather_task())
-    assert not r.adapted and r.reason.startswith("teacher failed")
+    assert r.decision == "adapt" and not r.adapted and r.train is None and r.synthetic == []
+    assert r.reason == "teacher failed: APIConnectionError: Connection error."  # the teacher's error, whole
+    assert synth.calls == [("w-1", input_seed(config.seed, "w-1"))]
 
 
 def test_tt_icl_puts_pairs_in_the_prompt_and_does_not_train(qwen):
@@ -132,8 +136,12 @@ def test_oracle_trains_on_the_gold_answer_and_needs_one(qwen):
 
 
 def test_a_task_without_tools(qwen):
-    r = _agent(qwen, "base")[0].respond(weather_task(tools=[]))
-    assert r.uncertainty is None and r.raw is not None
+    task = weather_task(tools=[])
+    r = _agent(qwen, "base")[0].respond(task)
+    assert r.uncertainty is None and r.decision == "skip" and not r.adapted
+    # answered, greedily, from the answer prompt: the base model's own completion of it
+    assert r.raw == qwen.generate([qwen.chat_prompt(answer_messages(task, FMT))], max_new_tokens=24)[0]
+    assert r.scoring_prompt == qwen.chat_prompt(answer_messages(task, FMT))
     with pytest.raises(TaskError, match="has no tools: the gate has no candidate actions"):
         _agent(qwen, "tt-si")[0].respond(weather_task(tools=[]))
 
@@ -143,12 +151,16 @@ def test_reset_happens_even_when_answering_fails(qwen):
     agent.synthesizer = FixedSynthesizer([PAIR])
     before = _logits(qwen)
 
-    def boom(*a, **k):
+    adapted_at_failure = []
+
+    def boom(*a, **k):  # called inside the adapter's scope: the trained slot is live
+        adapted_at_failure.append(not torch.equal(_logits(qwen), before))
         raise RuntimeError("generation failed")
 
     qwen.generate = boom
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"^generation failed$"):
         agent.respond(weather_task())
+    assert adapted_at_failure == [True]  # it failed with a trained adapter in place, so the reset is not vacuous
     assert torch.equal(_logits(qwen), before)
 
 
@@ -157,9 +169,13 @@ def test_tt_si_end_to_end_on_the_toy_model(toy_dir, toy):
     """Real self-synthesis, validation, LoRA steps and reset, with no test double anywhere."""
     agent, _ = _agent(toy, "tt-si", tau=1.0)
     before = _logits(toy)
-    responses = [agent.respond(t) for t in make_tasks(3, SEEN, seed=11) + make_tasks(3, UNSEEN, seed=12)]
+    tasks = make_tasks(3, SEEN, seed=11) + make_tasks(3, UNSEEN, seed=12)
+    responses = [agent.respond(t) for t in tasks]
     adapted = [r for r in responses if r.adapted]
     assert adapted, [r.reason for r in responses]
+    for task, r in zip(tasks, responses, strict=True):
+        for pair in r.synthetic:  # whatever was kept passed the schema check against this input's tools
+            check_calls(pair.answer, task.tools)
     for r in adapted:
         assert r.synthetic and r.synthetic[0].source == "self" and r.train.steps == 5
         assert all(x > 0 for x in r.train.losses)

@@ -131,12 +131,18 @@ def test_synthesis_prompt_never_shows_the_label():
 @pytest.mark.slow
 def test_self_synthesizer_on_the_toy_model_keeps_only_valid_pairs(toy):
     synth = SelfSynthesizer(toy, SynthesisConfig(k=2, oversample=3))
-    results = [synth.synthesize(t, FMT, seed=i) for i, t in enumerate(make_tasks(4, SEEN, seed=3))]
+    tasks = make_tasks(4, SEEN, seed=3)
+    results = [synth.synthesize(t, FMT, seed=i) for i, t in enumerate(tasks)]
     assert all(r.drafts == 6 for r in results)
     assert any(r.pairs for r in results), [r.rejected for r in results]
-    for r in results:
-        assert len(r.pairs) <= 2
+    for task, r in zip(tasks, results, strict=True):
+        assert len(r.pairs) == 2 if r.unused else len(r.pairs) <= 2  # k pairs kept whenever more were valid
         assert sum(r.rejected.values()) + len(r.pairs) + r.unused == r.drafts
+        queries = [normalize_query(p.query) for p in r.pairs]
+        assert len(set(queries)) == len(queries) and normalize_query(task.query) not in queries  # no copies
+        for pair in r.pairs:  # each kept pair passes the schema check against the task's own tools
+            assert pair.source == "self" and pair.answer
+            check_calls(pair.answer, task.tools)
     again = synth.synthesize(make_tasks(4, SEEN, seed=3)[0], FMT, seed=0)
     assert [p.to_dict() for p in again.pairs] == [p.to_dict() for p in results[0].pairs]  # seeded
 

@@ -61,8 +61,10 @@ def test_tau_from_reference_matches_linear_percentile():
     assert tau_from_reference(values, 100) == 0.9
     assert tau_from_reference(values, 50) == 0.5
     assert tau_from_reference(values, 10) == pytest.approx(0.1 + 0.4 * 0.2)  # numpy 'linear' percentile
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need at least one reference confidence"):
         tau_from_reference([], 5)
+    with pytest.raises(ValueError, match=r"percentile must be in \[0, 100\], got 101"):
+        tau_from_reference(values, 101)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 0.9, 1.0])
@@ -76,7 +78,13 @@ def test_tau_for_budget_flags_the_requested_fraction(fraction):
 def test_tau_for_budget_never_exceeds_budget_with_ties():
     values = [0.5] * 6 + [0.9] * 4
     tau = tau_for_budget(values, 0.3)
-    assert sum(v < tau for v in values) <= 3
+    assert tau == 0.5 and sum(v < tau for v in values) == 0  # 3 of the six tied 0.5s cannot be flagged alone
+    values = [0.1] + [0.5] * 6 + [0.9] * 3
+    tau = tau_for_budget(values, 0.3)
+    assert tau == 0.5 and sum(v < tau for v in values) == 1  # the one below the tie, and none of the tie
+    assert tau_for_budget([0.2, 0.9], 1.0) == math.nextafter(0.9, math.inf)  # everything: just above the largest
+    with pytest.raises(ValueError, match=r"fraction must be in \[0, 1\], got 1.5"):
+        tau_for_budget(values, 1.5)
 
 
 def _direct_logprob(model, prompt: str, continuation: str) -> float:
@@ -110,8 +118,11 @@ def test_gate_decision_follows_tau(qwen):
     task, fmt = weather_task(), get_format("json")
     prompt = qwen.chat_prompt(answer_messages(task, fmt))
     u = assess(qwen, prompt, task.tools, fmt, GateConfig(tau=1.0))
-    assert u.uncertain == (u.margin < 1.0)
+    assert u.tau == 1.0 and u.confidence == u.margin < 1.0 and u.uncertain
     assert not assess(qwen, prompt, task.tools, fmt, GateConfig(tau=0.0)).uncertain
+    # the boundary: uncertain iff margin < tau, so a tau equal to the margin is confident, one just above is not
+    assert not assess(qwen, prompt, task.tools, fmt, GateConfig(tau=u.margin)).uncertain
+    assert assess(qwen, prompt, task.tools, fmt, GateConfig(tau=math.nextafter(u.margin, 1.0))).uncertain
 
 
 def test_call_candidates_are_complete_first_calls_scored_after_the_prompt(toy):

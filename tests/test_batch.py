@@ -184,7 +184,8 @@ def test_an_oracle_run_in_batches_answers_items_without_gold_with_the_base_model
     records = read_records(tmp_path / "results.jsonl")
     assert [r["id"] for r in records] == [t.id for t in tasks]
     assert [r["batch"] for r in records] == [3, 1, 3, 3]  # the three with gold went through one batch
-    assert not records[1]["adapted"] and "no gold answer" in records[1]["reason"]
+    assert not records[1]["adapted"] and records[1]["decision"] == "skip"
+    assert records[1]["reason"] == "oracle: the item has no gold answer to train on; base answer"
     assert all(r["adapted"] == (r["decision"] == "adapt") for r in records) and records[0]["adapted"]
 
 

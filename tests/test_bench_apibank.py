@@ -380,7 +380,7 @@ def test_an_optional_parameter_written_with_its_default_is_an_extra_argument():
 def test_executor_conversion():
     assert executor_value("12", "int") == 12 and executor_value("1.5", "float") == 1.5
     assert executor_value("['a']", "list") == ["a"] and executor_value("x", "Union[str]") == "x"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an integer"):
         executor_value("1.5", "int")
 
 

@@ -252,7 +252,8 @@ LIST_DICT_GOLD = [{"buy": {"items": [[{"name": ["apple"], "qty": [2]}, {"name": 
     ("[{'name': 'apple', 'qty': 2}]", False),                      # same length as the gold list
 ])
 def test_list_of_dicts_rules(value, correct):
-    assert verdict(make_task("simple", [LIST_DICT_FN], LIST_DICT_GOLD), f"[buy(items={value})]")[0] is correct
+    assert verdict(make_task("simple", [LIST_DICT_FN], LIST_DICT_GOLD), f"[buy(items={value})]") == (
+        correct, None if correct else "wrong_value")
 
 
 def test_multiple_checks_the_count_and_the_gold_function():

@@ -203,8 +203,9 @@ def test_degenerate_output_is_read_quickly():
     import time
 
     start = time.perf_counter()
-    with pytest.raises(AnswerParseError):
+    with pytest.raises(AnswerParseError) as info:
         FMT.parse("f(" * 3000)
+    assert info.value.reason == "no_call"
     assert time.perf_counter() - start < 2
 
 

@@ -7,6 +7,7 @@ has its keys, that timings are positive and that each ratio is the division of t
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -36,13 +37,14 @@ def record(tiny_spec, tmp_path_factory) -> dict:
 
 
 @pytest.mark.slow
-def test_record_has_metadata(record):
+def test_record_has_metadata(record, tiny_spec):
     assert {"suite", "date", "quick", "git_commit", "git_dirty", "machine", "versions", "settings", "models",
             "benchmarks", "targets"} <= set(record)
     assert set(record["benchmarks"]) == {"gate", "cycle", "batch", "efficiency", "decode", "eval"}
     assert {"torch", "transformers", "peft"} <= set(record["versions"])
-    assert record["machine"]["cores"] >= 1 and record["machine"]["torch_threads"] >= 1
-    assert record["models"]["tiny"]["params"] > 0 and record["settings"]["repeats"] == 1
+    assert record["machine"]["cores"] == os.cpu_count() and record["machine"]["torch_threads"] >= 1
+    assert record["models"]["tiny"]["params"] == common.count_params(tiny_spec.load().model)
+    assert record["settings"]["repeats"] == 1
 
 
 @pytest.mark.slow
@@ -96,6 +98,8 @@ def test_eval_rows(record):
     assert row["ratio"] == pytest.approx(row["naive_s"] / row["ours_s"])
     assert row["ours_items_per_s"] == pytest.approx(2 / row["ours_s"])
     assert 0 <= row["ours_correct"] <= 2 and 0 <= row["naive_correct"] <= 2
+    # the same gate and the same seeded synthesis on the same items: the same inputs adapt in both loops
+    assert row["ours_adapted"] == row["naive_adapted"]
     assert row["checks"][0]["metric"] == "ratio"
 
 
@@ -171,7 +175,9 @@ def test_main_prints_tables_and_writes_json(tiny_spec, tmp_path, monkeypatch, ca
     out = tmp_path / "latest.json"
     assert run.main(["--quick", "--only", "gate", "--out", str(out)]) == 0
     printed = capsys.readouterr()
-    assert "naive/ours" in printed.out and ("PASS" in printed.out or "MISS" in printed.out)
-    assert "gate tiny N=20" in printed.err  # a progress line per measurement
     data = json.loads(out.read_text())
     assert list(data["benchmarks"]) == ["gate"] and data["wall_s"] > 0
+    assert "naive/ours" in printed.out
+    passed = sum(t["passed"] for t in data["targets"])  # the printed count is the record's
+    assert f"targets: {passed} PASS, {len(data['targets']) - passed} MISS" in printed.out
+    assert "gate tiny N=20" in printed.err  # a progress line per measurement

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 from typer.testing import CliRunner
 
+from ttsi.awareness import assess
 from ttsi.cli import app
+from ttsi.config import GateConfig
+from ttsi.formats import get_format
+from ttsi.prompts import answer_prompt
+from ttsi.schema import check_calls
+from ttsi.task import Call, Task
 from ttsi.toy import UNSEEN, make_tasks
 
 from .openai_server import ChatServer, free_port
@@ -44,12 +51,20 @@ def test_respond_json_for_every_local_method(toy_dir, task_file, method):
     assert u["margin"] == pytest.approx(sorted(u["probs"])[-1] - sorted(u["probs"])[-2])
     assert set(out["timings"]) == {"gate_s", "synthesize_s", "train_s", "answer_s", "reset_s"}
     assert out["scoring_prompt"].endswith("<|im_start|>assistant\n")
-    if method == "base":
-        assert not out["adapted"] and out["train"]["steps"] == 0
+    task = Task.from_dict(json.loads(task_file.read_text()))
+    gold = [c.to_dict() for c in task.answer]
+    assert out["id"] == task.id and out["method"] == method
+    assert u["uncertain"] is (u["margin"] < 1.0) is True  # tau 1.0: every input is uncertain
+    # who adapts: base never; confident-only skips the uncertain; the others adapt when they have pairs
+    assert out["decision"] == ("skip" if method in ("base", "confident-only") else "adapt")
+    if method in ("base", "confident-only", "tt-icl"):  # tt-icl: the pairs become demonstrations, no training
+        assert not out["adapted"] and out["train"] == {"steps": 0, "losses": [], "lrs": []}
     if method == "oracle":
         assert out["adapted"] and out["train"]["steps"] == 5 and len(out["train"]["losses"]) == 5
-    if method == "confident-only":
-        assert not out["adapted"]  # tau 1.0: nothing is confident
+        assert out["synthetic"] == [{"query": task.query, "answer": gold, "source": "gold"}]
+    if method in ("tt-si", "no-gate"):
+        assert out["adapted"] == bool(out["synthetic"]) and all(p["source"] == "self" for p in out["synthetic"])
+        assert out["train"]["steps"] == (5 * len(out["synthetic"]) if out["adapted"] else 0)
 
 
 @pytest.mark.slow
@@ -60,8 +75,13 @@ def test_respond_json_tt_d_through_a_loopback_teacher(toy_dir, toy, task_file):
                       "--max-new-tokens", "48")
         assert result.exit_code == 0, result.output
         out = json.loads(result.stdout)
-        assert server.requests and all(p["source"] == "teacher" for p in out["synthetic"])
-        assert out["adapted"] == bool(out["synthetic"])
+        assert len(server.requests) == 1 and server.requests[0]["model"] == "toy-teacher"  # one synthesis request
+        task = Task.from_dict(json.loads(task_file.read_text()))
+        assert task.query in server.requests[0]["messages"][-1]["content"]
+        assert all(p["source"] == "teacher" for p in out["synthetic"])
+        for pair in out["synthetic"]:  # every kept pair is valid against the task's tools
+            check_calls([Call(c["name"], c["arguments"]) for c in pair["answer"]], task.tools)
+        assert out["adapted"] == bool(out["synthetic"]) and out["decision"] == "adapt"
 
 
 @pytest.mark.slow
@@ -69,7 +89,17 @@ def test_respond_human_readable(toy_dir, task_file):
     result = _run("respond", "--model", str(toy_dir), "--task", str(task_file), "--method", "oracle",
                   "--tau", "1.0", "--max-new-tokens", "24")
     assert result.exit_code == 0, result.output
-    assert "decision adapt" in result.stdout and "trained 5 steps" in result.stdout and "answer" in result.stdout
+    task = Task.from_dict(json.loads(task_file.read_text()))
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{task.id}  method oracle  decision adapt  adapted True"
+    text = " ".join(result.stdout.split())  # rich wraps long lines at a space
+    gold = json.dumps([c.to_dict() for c in task.answer], ensure_ascii=False)
+    assert f"synthetic (gold): {task.query!r} -> {gold}" in text
+    assert re.search(r"^  trained 5 steps, loss \d+\.\d{3}( -> \d+\.\d{3}){4}$", result.stdout, re.M), result.stdout
+    answer = re.search(r" answer (\[.*?\]|unparsable: .*?) gate_s \d", text)
+    assert answer, result.stdout
+    if not answer.group(1).startswith("unparsable: "):  # the answer line is the parsed calls, as JSON
+        assert all(set(c) == {"name", "arguments"} for c in json.loads(answer.group(1)))
 
 
 def _task(tmp_path, content) -> str:
@@ -114,13 +144,18 @@ def test_bad_input_is_one_clear_line_and_exit_code_2(qwen_dir, task_file, tmp_pa
 
 
 @pytest.mark.slow
-def test_calibrate_by_budget_and_reference(toy_dir, tmp_path):
+def test_calibrate_by_budget_and_reference(toy_dir, toy, tmp_path):
     tasks = tmp_path / "tasks.jsonl"
     tasks.write_text("\n".join(json.dumps(t.to_dict()) for t in make_tasks(10, UNSEEN, seed=9)))
     out = json.loads(_run("calibrate", "--model", str(toy_dir), "--tasks", str(tasks), "--budget", "0.3",
                           "--json").stdout)
     assert out["n"] == 10 and out["flagged"] <= 3 and 0 <= out["tau"] <= 1
     assert out["flagged"] == sum(c < out["tau"] for c in out["confidences"])
+    assert out["tau"] == sorted(out["confidences"])[3]  # the 4th smallest: the 3 below it adapt
+    fmt = get_format("json")  # the confidences are the gate's margins on each task
+    gate = [assess(toy, answer_prompt(toy, t, fmt), t.tools, fmt, GateConfig()).confidence
+            for t in make_tasks(10, UNSEEN, seed=9)]
+    assert out["confidences"] == pytest.approx(gate, abs=1e-5)
     ref = json.loads(_run("calibrate", "--model", str(toy_dir), "--tasks", str(tasks), "--percentile", "0",
                           "--json").stdout)
     assert ref["tau"] == min(ref["confidences"]) and ref["flagged"] == 0
@@ -137,4 +172,6 @@ def test_installed_entry_point_runs_in_a_fresh_process(toy_dir, task_file):
                            "--json", "--max-new-tokens", "16"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr
-    assert set(json.loads(proc.stdout)) >= TRACE_KEYS
+    out = json.loads(proc.stdout)
+    assert set(out) >= TRACE_KEYS
+    assert (out["id"], out["method"], out["decision"], out["adapted"]) == ("toy-0", "base", "skip", False)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import ttsi.engine.decode as engine
 from ttsi.agent import STAGES, Decision, Response, SelfImprovingAgent
 from ttsi.augment import OneByOne, Synthesis, SyntheticPair
-from ttsi.awareness import name_prefixes
+from ttsi.awareness import margin, name_prefixes, relative_softmax
 from ttsi.benchmarks import BENCHMARKS
 from ttsi.calibrate import calibrate_tau, gate_confidences
 from ttsi.cli import app
@@ -138,8 +138,10 @@ def test_the_config_refuses_a_zero_token_budget(field):
 def test_score_refuses_a_continuation_past_the_window(qwen):
     prompt = qwen.chat_prompt([{"role": "user", "content": "Weather?"}])
     n = size(qwen, prompt)
+    (unlimited,) = qwen.score(prompt, ["no"])
     qwen.context_window = n + size(qwen, "no")
-    assert len(qwen.score(prompt, ["no"])) == 1
+    (exact,) = qwen.score(prompt, ["no"])  # just fits: scored, and as without a window
+    assert exact.n_tokens == unlimited.n_tokens == size(qwen, "no") and exact.logprob == unlimited.logprob
     with pytest.raises(ContextLengthError, match=f"prompt 0 is {n:,} tokens and its longest continuation"):
         qwen.score(prompt, ["no", "a much longer continuation"])
 
@@ -285,7 +287,10 @@ def test_calibrate_refuses_settings_that_cannot_work_before_scoring(percentile, 
 def test_calibrate_names_a_task_too_long_to_score(qwen):
     with pytest.raises(TaskError, match="no tasks"):
         calibrate_tau(qwen, [], GateConfig(), budget=0.5)
-    qwen.context_window = gate_size(qwen, weather_task())
-    assert len(gate_confidences(qwen, [weather_task()], GateConfig())) == 1
+    task = weather_task()
+    prompt = qwen.chat_prompt(answer_messages(task, FMT))
+    expected = margin(relative_softmax([s.logprob for s in qwen.score(prompt, name_prefixes(task.tools, FMT))]))
+    qwen.context_window = gate_size(qwen, task)  # just fits: its margin, as without a window
+    assert gate_confidences(qwen, [task], GateConfig()) == [pytest.approx(expected, abs=1e-6)]
     with pytest.raises(ContextLengthError, match="task 'long' does not fit in the model's context window"):
         calibrate_tau(qwen, [weather_task(), long_task()], GateConfig(), budget=0.5)

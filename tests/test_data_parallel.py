@@ -34,6 +34,7 @@ def test_two_workers_take_the_single_process_steps_on_the_same_batches(tokenizer
     pairs = _pairs(24)
     one, two = _model(tokenizer), _model(tokenizer)
     seen = []
+    threads = torch.get_num_threads()
     args = dict(steps=6, lr=3e-3, batch_size=6, seed=3, emphasis=emphasis)
     single = train_causal_lm(one, tokenizer, pairs, **args)
     parallel = train_causal_lm(two, tokenizer, pairs, workers=2, progress=lambda step, loss: seen.append(step),
@@ -43,7 +44,8 @@ def test_two_workers_take_the_single_process_steps_on_the_same_batches(tokenizer
     for (name, a), b in zip(one.state_dict().items(), two.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=2e-5), name
     assert not torch.equal(one.state_dict()["model.norm.weight"], _model(tokenizer).state_dict()["model.norm.weight"])
-    assert torch.get_num_threads() >= 1 and data_parallel.rank_and_size() == (0, 1)  # the group is gone
+    assert torch.get_num_threads() == threads  # the workers' share of the threads is given back
+    assert data_parallel.rank_and_size() == (0, 1)  # the group is gone
 
 
 def test_more_workers_than_a_batch_holds_is_refused(tokenizer):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from rich.console import Console
@@ -24,7 +25,9 @@ def test_shipped_checkpoints_load_through_the_public_path(which):
     assert type(model.model).__name__ == "Qwen2ForCausalLM"
     assert sum(p.numel() for p in model.model.parameters()) == info["parameters"]
     prompt = model.chat_prompt([{"role": "user", "content": "Get the weather in Paris."}])
-    assert model.generate([prompt], max_new_tokens=8)[0]  # it writes something
+    (text,) = model.generate([prompt], max_new_tokens=8)
+    assert [text] == model.hf_generate([prompt], max_new_tokens=8)  # Hugging Face's greedy decoding agrees
+    assert text.startswith('[{"name": "')  # trained to answer with a JSON list of calls
 
 
 @pytest.mark.slow
@@ -38,7 +41,7 @@ def test_the_shipped_base_model_calls_tools_it_was_trained_on():
     model = HFModel.from_pretrained(str(MODELS["base"]), dtype="float32")
     agent = SelfImprovingAgent(model, AgentConfig(method="base"))
     tasks = [t for t in bench.load(None, "id") if t.meta["subset"] == "templated"][:10]
-    assert sum(bench.score(t, agent.respond(t).raw).correct for t in tasks) >= 3
+    assert sum(bench.score(t, agent.respond(t).raw).correct for t in tasks) >= 6  # measured: 9 of 10
 
 
 @pytest.mark.slow
@@ -52,15 +55,24 @@ def test_small_demo_writes_runs_a_report_and_a_table_from_the_records(tmp_path):
             records = list(read_records(tmp_path / f"{split}-{method}" / "results.jsonl"))
             assert len(records) == n
     base_ood = list(read_records(tmp_path / "ood-base" / "results.jsonl"))
-    accuracy = sum(r["correct"] for r in base_ood) / len(base_ood)
     text = console.export_text()
-    assert f"{100 * accuracy:.1f} ± 0.0" in text and "sft" in text and "tt-si" in text
+    for method in plan.methods:  # each method's row: its out-of-domain and in-domain accuracy, from the records
+        acc = {split: sum(r["correct"] for r in read_records(tmp_path / f"{split}-{method}" / "results.jsonl"))
+               / n for split, n in plan.n.items()}
+        row = rf"^\s+{method}\s+{100 * acc['ood']:.1f} ± 0\.0\s+{100 * acc['id']:.1f} ± 0\.0\s"
+        assert re.search(row, text, re.M), (method, text)
     assert json.loads((tmp_path / "sft" / "sft.json").read_text())["samples"] == 6
     assert (tmp_path / "report" / "report.md").read_text().count("| sft |") == 1
     assert not any(r["adapted"] for r in base_ood)
     assert "SFT baseline: LoRA on 6 labelled" in text
     tt_si = list(read_records(tmp_path / "ood-tt-si" / "results.jsonl"))  # adapted inputs answered by the base too
-    assert all(r["base_correct"] is not None for r in tt_si)
+    base = {r["id"]: r for r in base_ood}
+    for r in tt_si:  # the base model's answer to each input is the base run's own answer to it
+        if r["decision"] == "adapt":
+            assert r["base_raw"] == base[r["id"]]["raw"], r["id"]
+        else:
+            assert r["base_raw"] is None and r["raw"] == base[r["id"]]["raw"], r["id"]
+        assert r["base_correct"] is base[r["id"]]["correct"], r["id"]
 
 
 def test_demo_refuses_to_clear_a_foreign_directory(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ttsi.benchmarks import get_benchmark
@@ -34,11 +36,16 @@ def test_eval_runs_every_benchmark(wide_dir, data_dir, tmp_path, name, split):
                          synthesis=SynthesisConfig(max_new_tokens=8))
     summary = run_eval(qwen, bench, split, tasks, config, [0], tmp_path, {"benchmark": name}, taus=[1.0])
     records = read_records(tmp_path / "results.jsonl")
-    assert [r["id"] for r in records] == [t.id for t in tasks] and (tmp_path / "summary.json").exists()
+    assert [r["id"] for r in records] == [t.id for t in tasks]
+    saved = json.loads((tmp_path / "summary.json").read_text())  # the summary returned is the one written
+    assert saved["n"] == 2 and saved["accuracy"] == summary["accuracy"] and saved["metrics"] == summary["metrics"]
+    assert saved["settings"] == {"benchmark": name}
     for task, r in zip(tasks, records, strict=True):
         assert r["correct"] == bench.score(task, r["raw"]).correct and r["benchmark"] == name
         assert r["error"] != "context_length"
         assert r["gate"]["candidates"] == [t.name for t in task.tools]
         if r["gate"]["uncertain"] and task.answer:  # the oracle trains on the gold, rendered in the native format
             assert r["adapted"] and r["train"]["steps"] == 5
-    assert summary["n"] == 2 and set(summary["metrics"]) >= {"accuracy"}
+    accuracy = sum(r["correct"] for r in records) / 2  # one seed: the accuracy of its two records
+    assert summary["n"] == 2 and summary["accuracy"]["mean"] == accuracy and summary["accuracy"]["std"] == 0.0
+    assert summary["metrics"]["accuracy"]["mean"] == pytest.approx(accuracy)  # the benchmark's own aggregate

@@ -24,6 +24,7 @@ from ttsi.evaluation.score import score_predictions
 from ttsi.evaluation.sft import train_sft
 from ttsi.formats import get_format
 from ttsi.model import HFModel
+from ttsi.prompts import answer_prompt
 
 TOY = get_benchmark("toy")
 
@@ -43,11 +44,19 @@ def test_records_and_summary_agree(toy, tmp_path):
     for seed, acc in zip((0, 1), summary["accuracy"]["per_seed"], strict=True):
         rows = [r for r in records if r["seed"] == seed]
         assert acc == sum(r["correct"] for r in rows) / len(rows)
+    fmt = get_format("json")
+    base = dict(zip([t.id for t in tasks], toy.generate([answer_prompt(toy, t, fmt) for t in tasks],
+                                                        max_new_tokens=48), strict=True))  # the base model's
     for r in records:
-        assert r["correct"] == TOY.score(next(t for t in tasks if t.id == r["id"]), r["raw"]).correct
+        task = next(t for t in tasks if t.id == r["id"])
+        assert r["correct"] == TOY.score(task, r["raw"]).correct
         assert r["gate"]["tau"] == 1.0 and set(r["timings"]) >= {"gate_s", "train_s", "reset_s"}
+        if r["decision"] == "adapt":  # record_base: the base model's own answer, written outside the loop
+            assert r["base_raw"] == base[r["id"]] and r["base_correct"] == TOY.score(task, base[r["id"]]).correct
+        else:  # answered by the base model itself
+            assert r["base_raw"] is None and r["raw"] == base[r["id"]] and r["base_correct"] == r["correct"]
         if r["adapted"]:
-            assert r["base_raw"] is not None and r["base_correct"] is not None and r["train"]["steps"] == 5
+            assert r["train"]["steps"] == 5
     # the sweep's largest tau is the run itself; every point comes from the same records
     assert summary["by_tau"][-1]["accuracy"]["mean"] == summary["accuracy"]["mean"]
     assert summary["adapted"]["fraction"] == sum(r["adapted"] for r in records) / len(records)
@@ -172,7 +181,13 @@ def test_report_writes_the_table_and_plots(toy, tmp_path):
     _run(toy, tmp_path, method="base", name="base", limit=3)
     report = write_report([tmp_path / "sweep", tmp_path / "base"], tmp_path / "report")
     text = report.read_text()
-    assert "| tt-si | " in text and "| base | " in text and "## Accuracy against tau" in text
+    lines = text.splitlines()
+    for name, method in (("sweep", "tt-si"), ("base", "base")):  # one seed: the accuracy of its records, std 0
+        records = read_records(tmp_path / name / "results.jsonl")
+        accuracy = sum(r["correct"] for r in records) / len(records)
+        assert f"| {method} | {100 * accuracy:.2f} ± 0.00 |" in lines, text
+    assert "## Accuracy against tau" in text
+    assert [line.split(" | ")[1] for line in lines if line.startswith("| toy:unseen tt-si | ")][-2:] == ["0.5", "1.0"]
     for png in ("accuracy_per_method.png", "accuracy_vs_tau.png", "margin_distribution.png"):
         assert (tmp_path / "report" / png).read_bytes().startswith(b"\x89PNG")
     with pytest.raises(TaskError, match=r"has no summary\.json"):
@@ -225,7 +240,10 @@ def test_an_oracle_run_answers_items_without_gold_with_the_base_model(toy, tmp_p
     run_eval(toy, TOY, "unseen", tasks, agent, [0], tmp_path, {"test": "oracle"})
     records = read_records(tmp_path / "results.jsonl")
     assert [r["adapted"] for r in records] == [True, False, True]
-    assert records[1]["method"] == "oracle" and "no gold answer" in records[1]["reason"]
+    assert records[1]["method"] == "oracle"
+    assert records[1]["reason"] == "oracle: the item has no gold answer to train on; base answer"
+    prompt = answer_prompt(toy, tasks[1], get_format("json"))
+    assert records[1]["raw"] == toy.generate([prompt], max_new_tokens=16)[0]  # the base model's greedy answer
 
 
 def test_settings_that_cannot_run_are_refused_before_the_run_directory_is_written(toy, tmp_path):

@@ -363,6 +363,20 @@ def _corrupt(out: Path, how: str, where: int) -> None:
         results.symlink_to("/dev/zero")
 
 
+def _resumable(source: Path, out: Path) -> bool:
+    """Whether `out` is still `source`'s run after the edits, so that a resume must continue it: its run.json says
+    the same, and its results are some of the original records, each at most once, perhaps followed by a line torn
+    mid-write (no final newline), which a resume cuts off. Any other state must be refused."""
+    results, run = out / "results.jsonl", out / "run.json"
+    if results.is_symlink() or not results.is_file() or not run.is_file():
+        return False
+    if _record_or_none(run.read_bytes()) != json.loads((source / "run.json").read_text()):
+        return False
+    lines = results.read_bytes().split(b"\n")[:-1]  # less what follows the last newline: "" or a torn line
+    original = (source / "results.jsonl").read_bytes().split(b"\n")[:-1]
+    return all(line in original for line in lines) and len(set(lines)) == len(lines)  # byte for byte, each once
+
+
 CORRUPTIONS = ["drop", "duplicate", "other_seed", "other_id", "other_method", "no_id", "seed_true", "garbage",
                "deep", "torn", "no_run_json", "empty_run_json", "list_run_json", "other_settings", "results_dir",
                "results_device"]
@@ -374,6 +388,9 @@ CORRUPTIONS = ["drop", "duplicate", "other_seed", "other_id", "other_method", "n
 @example([("drop", 0)])  # the resumes that must succeed, redoing what is missing
 @example([("torn", 3), ("drop", 5)])
 @example([("drop", 1), ("drop", 1)])
+@example([("duplicate", 0), ("drop", 0)])  # the copy outlives its original: still this run's records
+@example([("garbage", 2), ("drop", 2)])  # the inserted line removed again
+@example([("other_method", 1), ("torn", 0)])  # refused: a record of another method
 def test_a_resume_reports_only_what_its_settings_and_plan_produce(toy_dir, finished_run, edits):
     source, original = finished_run
     with tempfile.TemporaryDirectory() as tmp:
@@ -382,8 +399,10 @@ def test_a_resume_reports_only_what_its_settings_and_plan_produce(toy_dir, finis
         for how, where in edits:
             if (out / "results.jsonl").is_file() and not (out / "results.jsonl").is_symlink():
                 _corrupt(out, how, where)
+        resumable = _resumable(source, out)
         result = _eval(toy_dir, out, "--method", "base", "--limit", "3", "--seeds", "0,1", "--resume")
         _contract(result)
+        assert result.exit_code == (0 if resumable else 2), (edits, resumable, result.output)
         if result.exit_code == 0:
             _recomputed(out)
             again = {(r["id"], r["seed"]): r for r in read_records(out / "results.jsonl")}

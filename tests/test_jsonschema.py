@@ -202,8 +202,9 @@ def test_check_calls_follows_refs_and_combinators():
 def test_check_calls_survives_malformed_schemas_that_bypassed_loading():
     tool = _tool({"type": "object", "properties": {"a": {"type": 5, "enum": 5}}, "required": [["a"], "a"]})
     check_calls([Call("f", {"a": 1})], [tool])
-    with pytest.raises(CallError):
+    with pytest.raises(CallError) as e:
         check_calls([Call("f", {})], [tool])
+    assert e.value.reason == "missing_argument"  # the well-formed entry of `required` still counts
 
 
 @pytest.mark.parametrize(("params", "fragment"), [
@@ -240,11 +241,20 @@ _SCHEMA = st.recursive(st.booleans() | st.fixed_dictionaries({}, optional={"type
                        _schemas, max_leaves=12)
 
 
+REASONS = {"wrong_type", "not_in_enum", "not_const", "missing_argument", "unknown_argument", "out_of_range",
+           "no_match", "ambiguous", "not_allowed", "too_deep"}  # value_problem's documented reasons
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_SCHEMA, _JSON)
 def test_the_checkers_never_raise(schema, value):
     problem = schema_problem(schema)
-    assert problem is None or isinstance(problem, str)
+    assert problem is None or (isinstance(problem, str) and problem.strip() and "\n" not in problem)
     result = value_problem(value, schema)  # also on refused schemas: tools built in code skip the load check
-    assert result is None or (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, str)
-                                                                                     for r in result))
+    if result is not None:
+        reason, detail = result
+        assert reason in REASONS and isinstance(detail, str) and detail.strip(), result
+    if schema is True or schema == {}:  # schemas that constrain nothing accept every value
+        assert result is None
+    if schema is False:
+        assert result is not None and result[0] == "not_allowed"

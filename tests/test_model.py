@@ -78,6 +78,8 @@ def test_generate_is_greedy_by_default_and_seeded_when_sampling(qwen):
     first = qwen.generate(prompts[:1], max_new_tokens=8, temperature=1.0, num_return_sequences=3, seed=5)
     assert len(first) == 3 and first == qwen.generate(prompts[:1], max_new_tokens=8, temperature=1.0,
                                                       num_return_sequences=3, seed=5)
+    assert len(set(first)) > 1  # sampled, not the greedy answer three times
+    assert first != qwen.generate(prompts[:1], max_new_tokens=8, temperature=1.0, num_return_sequences=3, seed=6)
     state = torch.get_rng_state()
     qwen.generate(prompts[:1], max_new_tokens=4, temperature=1.0, seed=1)
     assert torch.equal(state, torch.get_rng_state())  # seeded sampling leaves the caller's RNG alone

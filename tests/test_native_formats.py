@@ -117,7 +117,7 @@ def test_first_call_ends_after_the_first_call(name):
     first = fmt.first_call(text)
     assert first is not None and text.startswith(first) and first != text
     assert '"celsius"' in first and "send_email" not in first  # the whole first call, none of the second
-    assert fmt.first_call(fmt.render(calls[:1])) is not None
+    assert fmt.first_call(fmt.render(calls[:1])) == fmt.render(calls[:1])  # a lone call is its own first call
     assert fmt.first_call(fmt.name_prefix("get_weather", weather_task().tools)) is None
 
 
@@ -404,7 +404,8 @@ def test_mutated_histories_load_or_name_the_problem(qwen_tokenizer, turn, path, 
         assert str(e).strip() and "\n" not in str(e)
         return
     for name in ("hermes", "pythonic", "json", "bfcl", "apibank", "sealtools"):
-        assert get_format(name).messages(task)
+        messages = get_format(name).messages(task)
+        assert messages[-1]["role"] == "user" and task.query.strip() in messages[-1]["content"], name
     qwen_tokenizer.apply_chat_template(task.messages, tools=[t.to_openai() for t in task.tools], tokenize=False)
     json.dumps(task.to_dict(), ensure_ascii=False)
 

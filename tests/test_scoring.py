@@ -153,7 +153,10 @@ def test_attention_implementation_is_restored(qwen_dir, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         score_candidates(model.model, prompts, cands, pad_id=model.pad_id)
     assert model.model.config._attn_implementation == before
-    assert model.score_naive(PROMPTS[0], CALLS[:2])  # and the model still runs its ordinary attention
+    # and the model still runs its ordinary attention: it scores as a model that never went through the switch
+    fresh = load(qwen_dir).score_naive(PROMPTS[0], CALLS[:2])
+    assert [(s.logprob, s.n_tokens) for s in model.score_naive(PROMPTS[0], CALLS[:2])] == \
+        [(s.logprob, s.n_tokens) for s in fresh]
 
 
 def test_unhookable_model_takes_the_plain_path(sliding_dir):

@@ -34,10 +34,15 @@ def test_answer_loss_is_the_models_loss_on_a_right_padded_batch(arch):
     model = AutoModelForCausalLM.from_config(tiny_config(arch, 300, hidden=32, pad_token_id=0))
     batch = collate(_examples([5, 12, 9, 20]), pad_id=0)
     expected = model(**batch).loss
+    expected.backward()
+    want = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
     got = answer_loss(model, batch)
     assert torch.allclose(got, expected, atol=1e-5)
-    got.backward()  # and it trains what the full loss trains
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    got.backward()  # and it trains what the full loss trains: the same gradient on every parameter
+    grads = {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+    assert grads.keys() == want.keys() and all(g is not None for g in grads.values())
+    assert [n for n in want if not torch.allclose(grads[n], want[n], atol=1e-6, rtol=1e-4)] == []
 
 
 def test_weighted_answer_loss_is_a_weighted_mean_over_the_labelled_positions():
@@ -105,10 +110,11 @@ def test_the_training_step_benchmark_prints_both_variants_and_the_ratio():
     out = subprocess.run([sys.executable, str(script), "--steps", "5", "--examples", "40"], capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert any(line.strip().startswith("before") and "s/step" in line for line in lines)
-    assert any(line.strip().startswith("after") and "s/step" in line for line in lines)
-    assert re.search(r"speed-up: \d+\.\d\dx", out.stdout)
+    row = r"^  {} \(.*\)\s+padding\s+(\d+\.\d)%\s+\d+\.\d{{3}} s/step$"
+    before, after = (re.search(row.format(name), out.stdout, re.M) for name in ("before", "after"))
+    assert before and after, out.stdout
+    assert float(after.group(1)) < float(before.group(1))  # length-grouped batches pad less
+    assert re.search(r"^  speed-up: \d+\.\d\dx$", out.stdout, re.M)
 
 
 class _Copier(torch.nn.Module):
