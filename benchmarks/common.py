@@ -421,21 +421,12 @@ def machine_info() -> dict[str, Any]:
             "platform": platform.platform(), "python": platform.python_version()}
 
 
-def versions() -> dict[str, str]:
-    import peft
-    import transformers
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}
-
-
-def git_commit(repo: Path = REPO) -> str | None:
-    """HEAD's commit id (uncommitted changes are not reflected); None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10,
-                             check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+def machine_line() -> str:
+    """One line for a benchmark's header and footer: the machine, torch's threads and the load average."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
+            f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
+            f"load average {load}")
 
 
 def git_dirty(repo: Path = REPO) -> bool | None:

@@ -33,6 +33,7 @@ from rich.table import Table
 
 from benchmarks import batch, common, cycle, decode, efficiency, eval_throughput, gate
 from benchmarks.common import Log, ModelSpec, Section, Settings
+from ttsi.provenance import git_commit, versions
 
 BENCHMARKS: dict[str, Callable[[list[ModelSpec], Settings, Log], Section]] = {
     "gate": gate.run, "cycle": cycle.run, "batch": batch.run, "efficiency": efficiency.run, "decode": decode.run,
@@ -85,8 +86,8 @@ def make_record(sections: list[Section], specs: list[ModelSpec], settings: Setti
     """The JSON record: every figure, ratio and target with the machine, versions, commit, date and settings."""
     benchmarks = {section.name: section.to_dict() for section in sections}
     return {"suite": "ttsi-speed", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "quick": settings.quick, "git_commit": common.git_commit(), "git_dirty": common.git_dirty(),
-            "machine": common.machine_info(), "versions": common.versions(), "settings": asdict(settings),
+            "quick": settings.quick, "git_commit": git_commit(), "git_dirty": common.git_dirty(),
+            "machine": common.machine_info(), "versions": versions(), "settings": asdict(settings),
             "models": {spec.name: spec.info for spec in specs}, "benchmarks": benchmarks,
             "targets": target_summary(benchmarks)}
 

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import machine_line  # noqa: E402
+
 NAME = "served"
 
 
@@ -83,18 +88,6 @@ def status_of(error: Exception) -> str:
     return str(code) if code is not None else type(error).__name__
 
 
-def machine() -> str:
-    import os
-    import platform
-
-    import torch
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, "
-            f"load average {load}")
-
-
 def note(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -124,7 +117,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from ttsi.shift.recipe import MODELS
 
     print(f"# python benchmarks/serve_load.py {' '.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {machine()}")
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; {machine_line()}")
     model = HFModel.from_pretrained(a.model or str(MODELS["base"]), dtype="auto", device=a.device)
     args = [request_args(t) for t in tasks_for(a.toy, a.requests)]
     max_queue = a.max_queue or max(256, a.requests)
@@ -193,7 +186,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if alone is not None:
         share = sum(bool((r.model_extra or {}).get("ttsi", {}).get("adapted")) for r in alone) / len(alone)
         print(f"# one at a time: adapted share {share:.3f}")
-    print(f"# speedup = throughput / throughput of max_batch {rows[0]['max_batch']}; {machine()}")
+    print(f"# speedup = throughput / throughput of max_batch {rows[0]['max_batch']}; {machine_line()}")
     return rows
 
 

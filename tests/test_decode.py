@@ -202,6 +202,52 @@ def test_every_forward_keeps_all_rows(models):
         hook.remove()
 
 
+def test_finished_rows_leave_the_batch_and_the_tokens_stay_generates(models):
+    """Greedy: a row that stopped leaves the next forwards (the caller is told which rows remain); every row still
+    gets generate's tokens."""
+    model = models["qwen2"]
+    prompts = _prompts(model)
+    free = decode(model.model, prompts, max_new_tokens=16, stop_ids=[], pad_id=model.pad_id)
+    stops = [_stop_token(free)]
+    batches: list[int] = []
+    told: list[list[int]] = []
+    hook = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        ours = decode(model.model, prompts, max_new_tokens=16, stop_ids=stops, pad_id=model.pad_id,
+                      on_rows=told.append)
+    finally:
+        hook.remove()
+    stopped = len(ours[0])
+    assert stopped < 16 and ours[0][-1] == stops[0]
+    assert told and told[0] == [1, 2]  # row 0 went first; the others keep their original indices
+    assert batches[:stopped] == [3] * stopped  # the prefill and every step while row 0 still ran
+    assert batches[stopped] < 3 and len(batches) <= 16
+    _assert_same(model, ours, reference(model, prompts, 16, stops), stops)
+
+
+def test_sampled_rows_leave_only_with_every_row_of_their_generator(models):
+    """Sampling: a seeded prompt's rows go together, once all are done, so the generator each remaining prompt
+    draws from is consumed as generate consumes it: every prompt's samples equal its samples alone."""
+    model = models["qwen2"]
+    prompts = _prompts(model)
+    kwargs = {"pad_id": model.pad_id, "temperature": 1.0, "num_return_sequences": 2}
+    free = decode(model.model, prompts, max_new_tokens=24, stop_ids=[], seeds=[1, 2, 3], **kwargs)
+    stop = next(t for t in free[2][1:10] if t not in free[3])  # ends prompt 1's first row, never its second
+    limits = [3, 24, 24]  # prompt 0's rows both end at 3 tokens
+    told: list[list[int]] = []
+    ours = decode(model.model, prompts, max_new_tokens=limits, stop_ids=[stop], seeds=[1, 2, 3],
+                  on_rows=told.append, **kwargs)
+    assert told and told[0] == [2, 3, 4, 5], "prompt 0 did not leave: the test does not exercise dropping"
+    assert len(ours[2]) < 10 and ours[2][-1] == stop and len(ours[3]) > len(ours[2])
+    for origin in told:  # whole prompts only: rows 2i and 2i+1 leave together (row 2 stays while row 3 runs)
+        assert all((r ^ 1) in origin for r in origin)
+    assert all(2 in origin for origin in told if 3 in origin)
+    for i, (seed, limit) in enumerate(zip((1, 2, 3), limits, strict=True)):
+        alone = decode(model.model, [prompts[i]], max_new_tokens=limit, stop_ids=[stop], seeds=[seed], **kwargs)
+        assert ours[2 * i: 2 * i + 2] == alone
+
+
 # ---- bf16 -----------------------------------------------------------------------------------------------------
 
 def test_bf16_matches_generate(qwen_dir):

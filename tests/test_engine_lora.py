@@ -162,8 +162,44 @@ def test_each_row_uses_its_own_slot(qwen_dir):
     with pytest.raises(ValueError, match="assigns 4 rows"), lora.use(rows):
         lora.model.model(input_ids=ids[:2])
     prompts = [_prompt(model, c) for c in ("Oslo", "Rome")]
-    sampled = lora.generate(prompts, [0, 2], max_new_tokens=4, temperature=1.0, num_return_sequences=2, seed=0)
-    assert len(sampled) == 4  # each prompt's slot follows it into its expanded rows
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # slot 2 far from slot 0, so that a row on the wrong slot writes other tokens
+        for layer in lora.layers.values():
+            layer.lora_B[2].copy_(torch.randn(layer.lora_B[2].shape, generator=gen))
+    kwargs = {"max_new_tokens": 4, "temperature": 1.0, "num_return_sequences": 2, "seed": 0}
+    sampled = lora.generate(prompts, [0, 2], **kwargs)
+    # each prompt's slot follows it into its expanded rows: rows 0-1 are prompt 0 on slot 0, rows 2-3 prompt 1 on 2
+    assert sampled[:2] == lora.generate(prompts[:1], [0], **kwargs)
+    assert sampled[2:] == lora.generate(prompts[1:], [2], **kwargs)
+    assert sampled[2:] != lora.generate(prompts[1:], [0], **kwargs)  # not vacuous: the slot changes the samples
+
+
+@pytest.mark.slow
+def test_slots_follow_the_rows_that_remain_when_finished_rows_leave(qwen_dir):
+    """Rows that finish leave the batch mid-generation: the slot assignment must follow the rows that stay."""
+    model = _load(qwen_dir)
+    lora = MultiLoRA.install(model, CONFIG, slots=3)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # three far-apart adapters, so a row on the wrong slot writes other tokens
+        for layer in lora.layers.values():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=gen))
+    prompts = [_prompt(model, c) for c in ("Oslo", "Rome", "Lima", "Bern")]
+    slots = [2, NO_ADAPTER, 0, 1]
+    free = [lora.generate([p], [s], max_new_tokens=12) for p, s in zip(prompts, slots, strict=True)]
+    ids = [model.encode(f[0]) for f in free]
+    stop = next(t for t in ids[0][:4] if all(t not in row for row in ids[1:]))  # prompt 0 stops early, alone
+    model.eos_ids = [stop]
+    told: list[list[int]] = []
+    real_set = lora.index.set
+    lora.index.set = lambda rows: (told.append(rows), real_set(rows))[1]  # type: ignore[method-assign]
+    try:
+        together = lora.generate(prompts, slots, max_new_tokens=12)
+    finally:
+        lora.index.set = real_set  # type: ignore[method-assign]
+    assert [2, NO_ADAPTER, 0, 1] in told and [NO_ADAPTER, 0, 1] in told  # the index followed the drop
+    assert together == [lora.generate([p], [s], max_new_tokens=12)[0] for p, s in zip(prompts, slots, strict=True)]
+    assert together[1:] == [f[0] for f in free[1:]]
+    assert lora.index.uniform == NO_ADAPTER  # and the base model again after the block
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,13 +260,15 @@ class HFModel:
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  num_return_sequences: int = 1, seed: int | None = None, seeds: Sequence[int | None] | None = None,
-                 prefixes: Sequence[PrefixCache | None] | None = None) -> list[str]:
+                 prefixes: Sequence[PrefixCache | None] | None = None,
+                 on_rows: Callable[[list[int]], None] | None = None) -> list[str]:
         """Completions for each prompt (num_return_sequences each, prompt-major); greedy when temperature is 0.
 
         Sampling: prompt i draws from its own generator seeded with seeds[i] (or `seed` for every prompt), so its
         samples do not depend on the other prompts in the batch; a single prompt's samples are Hugging Face's
         `generate` ones for the same seed. `prefixes[i]`: prompt i's KV cache already computed (the gate's), so
-        the prompt is not run again.
+        the prompt is not run again. `on_rows(origin)`: told the original indices of the rows still decoding each
+        time finished rows leave the batch (`ttsi.engine.decode`); never called by Hugging Face's loop.
 
         A prompt gets at most what the context window leaves after it (`room`); ContextLengthError for a prompt
         that leaves nothing, ConfigError for a budget that is not a positive int.
@@ -291,7 +293,7 @@ class HFModel:
             return [self.decode(row) for row in rows]
         rows = decode(self.model, ids, max_new_tokens=limits, stop_ids=self.eos_ids, pad_id=self.pad_id,
                       temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences, seeds=seeds,
-                      prefixes=prefixes)
+                      prefixes=prefixes, on_rows=on_rows)
         return [self.decode(row) for row in rows]
 
     def hf_generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0,

@@ -5,10 +5,16 @@
 per-step machinery: no logits-processor or stopping-criteria objects, no attention-mask rebuild, no `torch.cat`
 of the whole cache every step. Per step it runs the forward and picks the tokens, nothing else.
 
-The batch never shrinks: a finished row keeps being fed the pad token (as `generate` does) so that a row's index
-stays the same from the prefill to the last step, which is what a caller that assigns something per row around the
-forward passes (the LoRA slot of `ttsi.engine.lora.SlotIndex`) relies on. For the same reason the prefill runs over
-all `len(prompts) * num_return_sequences` rows: a prompt's copies may use different slots.
+The batch shrinks as it finishes: once enough rows are done (a quarter of those running, at least one), they are
+dropped from the cache and the next forwards run only the others. Without this a batched decode runs every row to
+the longest one, and one rambling draft in 64 makes the whole batch pay for it (synthesis drafts of 256 tokens next
+to answers of 60: about a quarter of the computed tokens were kept). What a row produces does not change: under
+greedy decoding any finished row can go; under sampling, rows drawn from one generator (a seeded prompt's
+`num_return_sequences` rows, or all the unseeded rows) go together once all of them are done, so every remaining
+generator is consumed as `generate` consumes it. A caller that assigns something per row around the forward passes
+(the LoRA slot of `ttsi.engine.lora.SlotIndex`) passes `on_rows`, which is told the original indices of the rows
+still running after each drop. The prefill runs over all `len(prompts) * num_return_sequences` rows: a prompt's
+copies may use different slots.
 
 A prompt whose keys and values were already computed (the gate's `PrefixCache`) is not run again: its tensors are
 copied into its rows of the buffer and its first token is chosen from the prefix's `next_logits`. The prefix must
@@ -82,6 +88,11 @@ class BufferLayer(CacheLayerMixin):
             return key_states.contiguous(), value_states.contiguous()  # concatenation gives them (same kernels)
         return self.keys[:, :, self.start:end], self.values[:, :, self.start:end]
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (indices into the current ones, in order): the others are done decoding."""
+        self.keys, self.values = self.keys.index_select(0, rows), self.values.index_select(0, rows)
+        self.rows = rows.shape[0]
+
     def get_seq_length(self) -> int:
         return self.end - self.start
 
@@ -123,6 +134,11 @@ class BufferCache(Cache):
         for layer in self.layers:
             layer.keys[:, :, :end].zero_()
             layer.values[:, :, :end].zero_()
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of every layer (indices into the current rows, in order)."""
+        for layer in self.layers:
+            layer.select_rows(rows)
 
     def copy_prefix(self, rows: slice, layers: Sequence[tuple[torch.Tensor, torch.Tensor]], width: int) -> None:
         """Copy one prompt's per-layer (1, heads, L, dim) keys/values into `rows`, right-aligned at column `width`."""
@@ -289,39 +305,67 @@ def _top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(remove, -float("inf"))
 
 
-def _sampler(plan: _Plan, temperature: float, top_p: float,
-             device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Choose tokens (rows,) from float32 logits (rows, vocab): argmax, or generate's sampling with per-prompt RNG.
+class _Sampler:
+    """Chooses tokens (rows,) from float32 logits (rows, vocab): argmax, or generate's sampling with per-prompt RNG.
 
     Sampling is temperature, then top-p, softmax, one `torch.multinomial(probs, 1)` per seeded prompt over its rows
     drawn from its own generator (so its samples do not depend on the other prompts in the batch). The unseeded
     prompts are drawn together in one multinomial from the default generator, which is what `generate` does for the
     whole batch: with no seed at all the result equals `HFModel.generate(..., seed=None)`.
-    """
-    if temperature == 0:
-        return lambda logits: torch.argmax(logits, dim=-1)
-    groups: list[tuple[slice | torch.Tensor, torch.Generator | None]] = []
-    unseeded = [r for i, s in enumerate(plan.seeds) if s is None for r in range(plan.rows)[plan.rows_of(i)]]
-    if unseeded:
-        whole = len(unseeded) == plan.rows
-        groups.append((slice(None) if whole else torch.tensor(unseeded, device=device), None))
-    for i, seed in enumerate(plan.seeds):
-        if seed is not None:
-            groups.append((plan.rows_of(i), torch.Generator(device=device).manual_seed(int(seed))))
 
-    def sample(logits: torch.Tensor) -> torch.Tensor:
-        scores = logits / temperature if temperature != 1.0 else logits  # generate skips the warper at 1.0
-        if top_p < 1.0:
-            scores = _top_p(scores, top_p)
+    `units`: the groups of original rows that may only leave the batch together (one per generator; every row on
+    its own when greedy). `keep(origin)` follows the batch after rows were dropped: `origin[i]` is the original
+    index of what is now row i.
+    """
+
+    def __init__(self, plan: _Plan, temperature: float, top_p: float, device: torch.device):
+        self.temperature, self.top_p, self.device = temperature, top_p, device
+        self.groups: list[tuple[list[int], torch.Generator | None]] = []
+        if temperature == 0:
+            self.units = [[r] for r in range(plan.rows)]
+            return
+        unseeded = [r for i, s in enumerate(plan.seeds) if s is None for r in range(plan.rows)[plan.rows_of(i)]]
+        if unseeded:
+            self.groups.append((unseeded, None))
+        for i, seed in enumerate(plan.seeds):
+            if seed is not None:
+                generator = torch.Generator(device=device).manual_seed(int(seed))
+                self.groups.append((list(range(plan.rows)[plan.rows_of(i)]), generator))
+        self.units = [rows for rows, _ in self.groups]
+        self._index(list(range(plan.rows)))
+
+    def keep(self, origin: list[int]) -> None:
+        """The batch now holds these original rows (whole units only)."""
+        alive = set(origin)
+        self.units = [unit for unit in self.units if unit[0] in alive]
+        if self.temperature != 0:
+            self.groups = [(rows, g) for rows, g in self.groups if rows[0] in alive]
+            self._index(origin)
+
+    def _index(self, origin: list[int]) -> None:
+        """Each group's rows as positions in the current batch (a slice when contiguous, as they always are)."""
+        where = {row: i for i, row in enumerate(origin)}
+        self.current: list[tuple[slice | torch.Tensor, torch.Generator | None]] = []
+        for rows, generator in self.groups:
+            at = [where[r] for r in rows]
+            whole = at == list(range(at[0], at[0] + len(at)))
+            self.current.append((slice(at[0], at[0] + len(at)) if whole else torch.tensor(at, device=self.device),
+                                 generator))
+        self.everything = len(self.current) == 1 and len(origin) == len(self.groups[0][0])
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature == 0:
+            return torch.argmax(logits, dim=-1)
+        scores = logits / self.temperature if self.temperature != 1.0 else logits  # generate skips it at 1.0
+        if self.top_p < 1.0:
+            scores = _top_p(scores, self.top_p)
         probs = torch.softmax(scores, dim=-1)
-        if len(groups) == 1 and isinstance(groups[0][0], slice) and groups[0][0] == slice(None):
-            return torch.multinomial(probs, 1, generator=groups[0][1]).squeeze(1)
+        if self.everything:
+            return torch.multinomial(probs, 1, generator=self.current[0][1]).squeeze(1)
         tokens = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-        for rows, generator in groups:
+        for rows, generator in self.current:
             tokens[rows] = torch.multinomial(probs[rows], 1, generator=generator).squeeze(1)
         return tokens
-
-    return sample
 
 
 def _rng_scope(temperature: float, seeds: list[int | None], device: torch.device) -> AbstractContextManager[Any]:
@@ -336,14 +380,17 @@ def _rng_scope(temperature: float, seeds: list[int | None], device: torch.device
 def decode(model: Any, prompts: list[list[int]], *, max_new_tokens: int | Sequence[int], stop_ids: Sequence[int],
            pad_id: int, temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
            seeds: Sequence[int | None] | None = None,
-           prefixes: Sequence[PrefixCache | None] | None = None) -> list[list[int]]:
+           prefixes: Sequence[PrefixCache | None] | None = None,
+           on_rows: Callable[[list[int]], None] | None = None) -> list[list[int]]:
     """New token ids per row (prompt-major, `num_return_sequences` rows per prompt), what `generate` would produce.
 
     Greedy when `temperature` is 0, else transformers' sampling (temperature, top-p, multinomial) with prompt i's
     rows drawn from a generator seeded with `seeds[i]` (None: the default generator, forked so the caller's RNG is
     untouched). A row ends with the first of `stop_ids` it produces (kept in the row) or after its
     `max_new_tokens` (an int, one per prompt or one per row). `prefixes[i]`, when given, is prompt i's
-    precomputed KV cache: the prompt is not run again. Token ids in, token ids out: decoding text is the caller's.
+    precomputed KV cache: the prompt is not run again. `on_rows(origin)` is called whenever finished rows leave the
+    batch, with the original indices of the rows the next forwards run. Token ids in, token ids out: decoding text
+    is the caller's.
     """
     plan = _plan(prompts, max_new_tokens, num_return_sequences, seeds, prefixes, temperature, top_p)
     runner = _Model.of(model)
@@ -355,8 +402,8 @@ def decode(model: Any, prompts: list[list[int]], *, max_new_tokens: int | Sequen
     with torch.no_grad(), _eval_mode(model), _rng_scope(temperature, plan.seeds, runner.device):
         cache = BufferCache(runner.num_layers, plan.rows, plan.width + plan.max_new)
         first = _start(runner, cache, plan, pad_id)
-        choose = _sampler(plan, temperature, top_p, runner.device)
-        tokens = _loop(runner, cache, plan, first, choose, stop_ids, pad_id)
+        choose = _Sampler(plan, temperature, top_p, runner.device)
+        tokens = _loop(runner, cache, plan, first, choose, stop_ids, pad_id, on_rows)
     return _trim(tokens, plan.limits, set(stop_ids))
 
 
@@ -405,8 +452,9 @@ def _prefill(runner: _Model, cache: BufferCache, plan: _Plan, todo: list[int], p
     return runner(ids.to(device), mask.to(device) if padded else None, positions.to(device), cache, last_only=True)
 
 
-def _decode_mask(runner: _Model, plan: _Plan) -> Callable[[int], torch.Tensor | None]:
-    """The attention mask of a decoding step that attends to `kv` columns, as a slice of one mask built once.
+def _decode_mask(runner: _Model, plan: _Plan) -> torch.Tensor | None:
+    """The attention mask of every decoding step over all columns (a step attending to `kv` columns takes
+    `[..., :kv]`), built once; None without padding.
 
     With no padding there is none (sdpa then runs its unmasked kernel). With padding, sdpa and eager get the 4-D
     mask their integrations would build (bool keep / additive 0 or min), so transformers does not rebuild it (and
@@ -415,54 +463,110 @@ def _decode_mask(runner: _Model, plan: _Plan) -> Callable[[int], torch.Tensor | 
     lengths = [len(p) for p in plan.prompts for _ in range(plan.n)]
     width, total = plan.width, plan.width + plan.max_new
     if min(lengths) == width:
-        return lambda kv: None
+        return None
     starts = torch.tensor([width - n for n in lengths], device=runner.device)
     keep = torch.arange(total, device=runner.device)[None, :] >= starts[:, None]  # (rows, total)
     if runner.attn == "sdpa":
-        full = keep[:, None, None, :]
-    elif runner.attn == "eager":
+        return keep[:, None, None, :]
+    if runner.attn == "eager":
         zero = torch.zeros((), dtype=runner.dtype, device=runner.device)
-        full = torch.where(keep, zero, torch.finfo(runner.dtype).min)[:, None, None, :]
-    else:
-        full = keep.long()
-    return lambda kv: full[..., :kv]
+        return torch.where(keep, zero, torch.finfo(runner.dtype).min)[:, None, None, :]
+    return keep.long()
 
 
-def _loop(runner: _Model, cache: BufferCache, plan: _Plan, logits: torch.Tensor,
-          choose: Callable[[torch.Tensor], torch.Tensor], stop_ids: Sequence[int], pad_id: int) -> list[list[int]]:
+def _loop(runner: _Model, cache: BufferCache, plan: _Plan, logits: torch.Tensor, choose: _Sampler,
+          stop_ids: Sequence[int], pad_id: int, on_rows: Callable[[list[int]], None] | None) -> list[list[int]]:
     """Choose a token per row, feed it, repeat until every row is done; the chosen tokens (rows, steps) on the CPU.
 
-    Finished rows are fed the pad token and keep being sampled (their draw discarded), exactly as `generate` does,
-    so a seeded prompt consumes its generator the same way.
+    A finished row is fed the pad token and keeps being sampled (its draw discarded), exactly as `generate` does, so
+    a seeded prompt consumes its generator the same way, until its whole unit (`_Sampler.units`) is done: then,
+    once a quarter of the running rows can go, they leave the batch (`_Batch.drop`).
     """
-    device, rows, max_new = runner.device, plan.rows, plan.max_new
+    device, max_new = runner.device, plan.max_new
     vocab = logits.shape[-1]
     stops = torch.zeros(vocab, dtype=torch.bool, device=device)
     stop_list = [s for s in stop_ids if s < vocab]  # an id the model cannot produce never stops anything
     if stop_list:
         stops[torch.tensor(stop_list, device=device)] = True
-    limits = torch.tensor(plan.limits, device=device)
     per_row_limits = len(set(plan.limits)) > 1
-    tokens = torch.full((rows, max_new), pad_id, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, dtype=torch.bool, device=device)
-    positions = torch.tensor([len(p) for p in plan.prompts for _ in range(plan.n)], device=device)[:, None]
-    mask_at, width = _decode_mask(runner, plan), plan.width
+    tokens = torch.full((plan.rows, max_new), pad_id, dtype=torch.long, device=device)
+    batch = _Batch(plan, runner, choose, on_rows)
     # rows can only end before max_new on a stop token or a shorter limit; a GPU is only asked every few steps
     check_every = (1 if device.type == "cpu" else CUDA_CHECK_EVERY) if stop_list or per_row_limits else max_new
     steps = 0
     for step in range(max_new):
-        token = choose(logits).masked_fill(finished, pad_id)
-        tokens[:, step] = token
+        token = choose(logits).masked_fill(batch.finished, pad_id)
+        batch.write(tokens, step, token)
         steps = step + 1
         if stop_list:
-            finished |= stops[token]
+            batch.finished |= stops[token]
         if per_row_limits:
-            finished |= limits <= steps
-        if steps == max_new or (steps % check_every == 0 and bool(finished.all())):
+            batch.finished |= batch.limits <= steps
+        if steps == max_new:
             break
-        logits = runner(token[:, None], mask_at(width + steps), positions, cache)
-        positions += 1
+        if steps % check_every == 0:
+            done = int(batch.finished.sum())
+            if done == len(batch.origin):
+                break
+            keep = batch.droppable(done)
+            if keep is not None:
+                token = batch.drop(keep, cache, token)
+        logits = runner(token[:, None], batch.mask(plan.width + steps), batch.positions, cache)
+        batch.positions += 1
     return tokens[:, :steps].tolist()
+
+
+class _Batch:
+    """The rows still decoding: their original indices, positions, limits, finished flags and attention mask."""
+
+    def __init__(self, plan: _Plan, runner: _Model, choose: _Sampler,
+                 on_rows: Callable[[list[int]], None] | None):
+        device = runner.device
+        self.choose, self.on_rows = choose, on_rows
+        self.origin: list[int] = list(range(plan.rows))
+        self.origin_index: torch.Tensor | None = None  # None while every row is still there
+        self.finished = torch.zeros(plan.rows, dtype=torch.bool, device=device)
+        self.limits = torch.tensor(plan.limits, device=device)
+        self.positions = torch.tensor([len(p) for p in plan.prompts for _ in range(plan.n)], device=device)[:, None]
+        self.full_mask = _decode_mask(runner, plan)
+        self.last_done = 0  # finished rows at the last look for droppable ones (nothing new: no second look)
+
+    def mask(self, kv: int) -> torch.Tensor | None:
+        return None if self.full_mask is None else self.full_mask[..., :kv]
+
+    def write(self, tokens: torch.Tensor, step: int, token: torch.Tensor) -> None:
+        if self.origin_index is None:
+            tokens[:, step] = token
+        else:
+            tokens[self.origin_index, step] = token
+
+    def droppable(self, done: int) -> list[int] | None:
+        """The rows to keep (current indices), or None when fewer than a quarter of the rows (at least one) could
+        go: not worth a copy of the cache. `done`: how many rows are finished (checked first: it is cheap)."""
+        if done < max(1, len(self.origin) // 4) or done == self.last_done:
+            return None
+        self.last_done = done
+        finished = self.finished.tolist()
+        where = {row: i for i, row in enumerate(self.origin)}
+        gone = {where[r] for unit in self.choose.units if all(finished[where[r]] for r in unit) for r in unit}
+        if not gone or len(gone) < len(self.origin) // 4:
+            return None
+        return [i for i in range(len(self.origin)) if i not in gone]
+
+    def drop(self, keep: list[int], cache: BufferCache, token: torch.Tensor) -> torch.Tensor:
+        """Keep only these rows (current indices): the cache, every per-row tensor, the sampler and the caller."""
+        index = torch.tensor(keep, device=self.finished.device)
+        cache.select_rows(index)
+        self.origin = [self.origin[i] for i in keep]
+        self.origin_index = torch.tensor(self.origin, device=index.device)
+        self.finished, self.limits, self.positions = self.finished[index], self.limits[index], self.positions[index]
+        if self.full_mask is not None:
+            self.full_mask = self.full_mask[index]
+        self.last_done = int(self.finished.sum())
+        self.choose.keep(self.origin)
+        if self.on_rows is not None:
+            self.on_rows(self.origin)
+        return token[index]
 
 
 def _trim(tokens: list[list[int]], limits: list[int], stops: set[int]) -> list[list[int]]:

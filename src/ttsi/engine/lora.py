@@ -187,14 +187,16 @@ class MultiLoRA:
         """`HFModel.generate` where prompt i is answered with adapter slot `slots[i]` (NO_ADAPTER: base model).
 
         The one entry point for generating with adapters. Each prompt becomes num_return_sequences consecutive
-        rows, so the slots are expanded the same way; rows are never dropped mid-generation, so the assignment
-        holds for every step.
+        rows, so the slots are expanded the same way; when finished rows leave the batch mid-generation, the
+        assignment follows the rows that remain.
         """
         if len(slots) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(slots)} slots")
         repeat = kwargs.get("num_return_sequences", 1)
-        with self.use([s for s in slots for _ in range(repeat)]):
-            return self.model.generate(prompts, **kwargs)
+        rows = [s for s in slots for _ in range(repeat)]
+        with self.use(rows):
+            return self.model.generate(prompts, on_rows=lambda origin: self.index.set([rows[i] for i in origin]),
+                                       **kwargs)
 
     # ---- state ------------------------------------------------------------------------------------------------
 
