@@ -17,10 +17,11 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
+from ttsi.benchmarks.sealshift import load_split
 from ttsi.engine.train import collate, encode_pair
-from ttsi.shift.derive import load_split
-from ttsi.shift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
-from ttsi.tiny import answer_loss, length_grouped, tiny_config
+from ttsi.sealshift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
+from ttsi.sealshift.train import answer_loss, length_grouped
+from ttsi.tiny_models import tiny_config
 
 
 def main() -> None:

@@ -19,9 +19,10 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from ttsi.shift.derive import load_split
-from ttsi.shift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
-from ttsi.tiny import tiny_config, train_causal_lm
+from ttsi.benchmarks.sealshift import load_split
+from ttsi.sealshift.recipe import Recipe, model_sizes, recipe_pairs, recipe_tokenizer, supervised
+from ttsi.sealshift.train import train_causal_lm
+from ttsi.tiny_models import tiny_config
 
 
 def main() -> None:

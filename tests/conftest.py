@@ -18,7 +18,7 @@ from ttsi.formats import get_format
 from ttsi.model import HFModel
 from ttsi.prompts import answer_messages, synthesis_messages
 from ttsi.task import Call, Task, Tool
-from ttsi.tiny import build_tiny_model, train_tokenizer
+from ttsi.tiny_models import build_tiny_model, train_tokenizer
 from ttsi.toy import SEEN, make_tasks
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 
 from ttsi.benchmarks.apibank import FILES, FOLDER, APIBank, executor_value, gold_params
-from ttsi.errors import TaskError
-from ttsi.formats import AnswerParseError, get_format, register_format
-from ttsi.formats.apibank import (
+from ttsi.benchmarks.apibank.format import (
     PROMPT_HEAD,
     APIBankFormat,
     dialogue,
     official_call,
     system_prompt,
 )
+from ttsi.errors import TaskError
+from ttsi.formats import AnswerParseError, get_format, register_format
 from ttsi.formats.pretokens import pretoken_ends
 from ttsi.schema import CallError, check_calls
 from ttsi.task import Call, Task, Tool

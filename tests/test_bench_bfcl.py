@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ttsi.benchmarks.base import BENCHMARKS
+from ttsi.benchmarks import get_benchmark
 from ttsi.benchmarks.bfcl import BFCL, standardize
+from ttsi.benchmarks.bfcl.format import PYTHON_HINT, SYSTEM_PROMPT_HEAD, BFCLFormat
 from ttsi.errors import TaskError
 from ttsi.formats import get_format, register_format
 from ttsi.formats.base import AnswerParseError
-from ttsi.formats.bfcl import PYTHON_HINT, SYSTEM_PROMPT_HEAD, BFCLFormat
 from ttsi.task import Call, Task, Tool
 
 FMT = BFCLFormat()
@@ -310,7 +310,7 @@ def test_metrics_and_subsets():
 
 
 def test_registered():
-    assert isinstance(BENCHMARKS["bfcl"], BFCL)
+    assert isinstance(get_benchmark("bfcl"), BFCL)
     register_format(BFCLFormat())
     assert get_format("bfcl").name == "bfcl"
 

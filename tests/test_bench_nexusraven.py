@@ -12,12 +12,12 @@ from collections import Counter
 
 import pytest
 
-from ttsi.benchmarks.base import BENCHMARKS, ItemScore
+from ttsi.benchmarks import ItemScore, get_benchmark
 from ttsi.benchmarks.nexusraven import NexusRaven, tool_from_api
+from ttsi.benchmarks.nexusraven.format import NexusRavenFormat, stub_signature
 from ttsi.errors import TaskError
 from ttsi.formats import register_format
 from ttsi.formats.base import AnswerParseError
-from ttsi.formats.nexusraven import NexusRavenFormat, stub_signature
 from ttsi.formats.pretokens import boundary_at_or_after
 from ttsi.schema import check_calls
 from ttsi.task import Call, Task, Tool
@@ -55,7 +55,7 @@ def score(output: str, **kw) -> ItemScore:
 # ---- scoring rules -------------------------------------------------------------------------------
 
 def test_registered():
-    assert BENCHMARKS["nexusraven"].splits == ("all",)
+    assert get_benchmark("nexusraven").splits == ("all",)
 
 
 @pytest.mark.parametrize("output", [

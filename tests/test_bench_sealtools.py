@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ttsi.benchmarks.sealtools import FOLDER, SealTools
+from ttsi.benchmarks.sealtools.format import PROMPT_HEAD, SealToolsFormat, literal, official_parse, prompt
 from ttsi.errors import TaskError
 from ttsi.formats import AnswerParseError, get_format, register_format
-from ttsi.formats.sealtools import PROMPT_HEAD, SealToolsFormat, literal, official_parse, prompt
 from ttsi.task import Call, Task, Tool
 
 from .conftest import missing_data
@@ -197,7 +197,7 @@ def test_name_prefix_and_first_call_shapes():
 @pytest.fixture(scope="module")
 def seal_tokenizer(tmp_path_factory):
     """A byte-level BPE tokenizer with Qwen2's pre-tokenizer, trained on Seal-Tools-style answers."""
-    from ttsi.tiny import train_tokenizer
+    from ttsi.tiny_models import train_tokenizer
 
     tasks = load_sample(tmp_path_factory.mktemp("seal"))
     corpus = [FMT.render(t.answer, t.tools) for t in tasks] * 20 + [FMT.messages(t)[0]["content"] for t in tasks]

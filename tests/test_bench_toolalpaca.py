@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ttsi.benchmarks.base import BENCHMARKS, ItemScore
+from ttsi.benchmarks import ItemScore, get_benchmark
 from ttsi.benchmarks.toolalpaca import ToolAlpaca, parameters_schema
+from ttsi.benchmarks.toolalpaca.format import ToolAlpacaFormat
 from ttsi.errors import TaskError
 from ttsi.formats import register_format
 from ttsi.formats.base import AnswerParseError
-from ttsi.formats.toolalpaca import ToolAlpacaFormat
 from ttsi.task import Call, Task, Tool
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,8 +49,8 @@ def score(output: str, **kw) -> ItemScore:
 # ---- scoring rules -------------------------------------------------------------------------------
 
 def test_registered():
-    assert BENCHMARKS["toolalpaca"].splits == ("simulated", "real")
-    assert BENCHMARKS["toolalpaca"].default_split == "simulated"
+    assert get_benchmark("toolalpaca").splits == ("simulated", "real")
+    assert get_benchmark("toolalpaca").default_split == "simulated"
 
 
 @pytest.mark.parametrize("output", [

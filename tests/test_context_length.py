@@ -16,7 +16,7 @@ import ttsi.engine.decode as engine
 from ttsi.agent import STAGES, Decision, Response, SelfImprovingAgent
 from ttsi.augment import OneByOne, Synthesis, SyntheticPair
 from ttsi.awareness import margin, name_prefixes, relative_softmax
-from ttsi.benchmarks import BENCHMARKS
+from ttsi.benchmarks import get_benchmark
 from ttsi.calibrate import calibrate_tau, gate_confidences
 from ttsi.cli import app
 from ttsi.config import AgentConfig, GateConfig, LearnConfig, SynthesisConfig
@@ -238,7 +238,7 @@ def test_demonstrations_that_do_not_fit_are_left_out(qwen):
 # ---- records, the CLI, calibration -----------------------------------------------------------------------------
 
 def test_a_refused_item_is_recorded_wrong_with_its_reason():
-    bench = BENCHMARKS["bfcl"]
+    bench = get_benchmark("bfcl")
     fixtures = Path(__file__).parent / "fixtures" / "bfcl"
     reason = "the prompt is 12,177 tokens; the model reads at most 2,048"
     for split in ("irrelevance", "simple"):  # an empty output would pass an irrelevance item

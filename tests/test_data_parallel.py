@@ -1,4 +1,4 @@
-"""Data-parallel training (`ttsi.data_parallel`, `train_causal_lm(workers=...)`): the same steps as one process."""
+"""Data-parallel training (`ttsi.sealshift.data_parallel`, `train_causal_lm(workers=...)`): one process's steps."""
 
 import re
 import subprocess
@@ -8,9 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from ttsi import data_parallel
-from ttsi.shift.recipe import call_names
-from ttsi.tiny import tiny_config, train_causal_lm
+from ttsi.sealshift import data_parallel
+from ttsi.sealshift.recipe import call_names
+from ttsi.sealshift.train import train_causal_lm
+from ttsi.tiny_models import tiny_config
 
 from .conftest import SCRIPTS
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from ttsi.demo import Plan, run_demo
 from ttsi.evaluation.records import read_records
 from ttsi.model import HFModel
-from ttsi.shift.recipe import MODELS
+from ttsi.sealshift.recipe import MODELS
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from ttsi.config import AgentConfig, GateConfig, SynthesisConfig
 from ttsi.evaluation.records import read_records
 from ttsi.evaluation.runner import run_eval
 from ttsi.model import HFModel
-from ttsi.tiny import build_tiny_model
+from ttsi.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow  # (and `data`, from conftest) every test adapts a model on real benchmark items
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from ttsi import jsonio
-from ttsi.benchmarks import BENCHMARKS
+from ttsi.benchmarks import get_benchmark
 from ttsi.cli import app
 from ttsi.errors import TaskError, TTSIError
 from ttsi.evaluation.records import read_records
@@ -209,7 +209,7 @@ def test_every_format_parses_any_output_or_says_why(name, text):
 
 # ---- predictions: read or refused; a summary always equals the records it came from ------------------------
 
-TOY = BENCHMARKS["toy"]
+TOY = get_benchmark("toy")
 TOY_TASKS = TOY.load(None, "unseen")
 TOY_IDS = [t.id for t in TOY_TASKS]
 PREDICTION = st.fixed_dictionaries({"id": st.sampled_from(TOY_IDS), "output": OUTPUTS})

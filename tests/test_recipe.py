@@ -8,10 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ttsi import tiny
-from ttsi.shift import recipe
-from ttsi.shift.derive import load_split, write_splits
-from ttsi.shift.recipe import Recipe, TeacherRecipe, copy_examples, train_base, train_teacher, training_examples
+from ttsi import tiny_models
+from ttsi.benchmarks.sealshift import load_split
+from ttsi.sealshift import recipe
+from ttsi.sealshift.derive import write_splits
+from ttsi.sealshift.recipe import Recipe, TeacherRecipe, copy_examples, train_base, train_teacher, training_examples
 
 SMALL = Recipe(hidden=32, layers=1, heads=2, kv_heads=1, intermediate=64, vocab_size=400, steps=3, batch_size=2,
                copy_steps=2, copy_batch_size=2)
@@ -128,16 +129,16 @@ def test_two_workers_train_the_recipe_to_the_one_process_weights_up_to_rounding(
 def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
     import dataclasses
 
-    from ttsi import tiny
+    from ttsi.sealshift import train as loop
 
     seen = []
-    train = tiny.train_causal_lm
+    train = loop.train_causal_lm
 
     def spy(*args, **kwargs):
         seen.append(kwargs.get("emphasis"))
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(tiny, "train_causal_lm", spy)
+    monkeypatch.setattr(loop, "train_causal_lm", spy)
     plain = train_base(tmp_path / "a", SMALL, data=small_data)
     heavy = train_base(tmp_path / "b", dataclasses.replace(SMALL, name_weight=4.0), data=small_data)
     assert seen[:2] == [None, None] and seen[2] is None and seen[3] == (recipe.call_names, 4.0)  # copy, task
@@ -146,16 +147,17 @@ def test_name_weight_changes_what_is_learned(small_data, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_train_info_names_the_commit_the_run_started_from(small_data, tmp_path, monkeypatch):
-    from ttsi import provenance, tiny
+    from ttsi import provenance
+    from ttsi.sealshift import train as loop
 
     head = ["at-start"]
-    train = tiny.train_causal_lm
+    train = loop.train_causal_lm
 
     def train_and_commit(*args, **kwargs):  # the checkout moves on while the model trains
         head[0] = "later"
         return train(*args, **kwargs)
 
-    monkeypatch.setattr(tiny, "train_causal_lm", train_and_commit)
+    monkeypatch.setattr(loop, "train_causal_lm", train_and_commit)
     monkeypatch.setattr(provenance, "git_commit", lambda: head[0])
     assert train_base(tmp_path / "a", SMALL, data=small_data)["git_commit"] == "at-start"
 
@@ -175,7 +177,7 @@ def test_teacher_continues_from_the_base(small_data, tmp_path):
 
 
 def test_the_loss_covers_request_and_answer_but_never_the_tool_list(tokenizer):
-    from ttsi.shift.recipe import supervised
+    from ttsi.sealshift.recipe import supervised
 
     tasks = load_split("train")[:40]
     for messages, reply in training_examples(tasks, seed=0, synthesis_fraction=1.0, demo_fraction=0.5):
@@ -221,7 +223,7 @@ def test_names_made_from_a_description_use_its_words_after_the_real_verb():
     import json as _json
     import re
 
-    from ttsi.shift.recipe import _name_words
+    from ttsi.sealshift.recipe import _name_words
 
     tasks = load_split("train")[:80]
     pairs = training_examples(tasks, seed=0, synthesis_fraction=0.0, demo_fraction=0.0, rename_fraction=1.0,
@@ -353,7 +355,7 @@ def test_a_recipe_that_cannot_train_is_refused_before_any_work(monkeypatch, tmp_
 def test_the_library_checks_the_recipe_before_reading_data(tmp_path):
     from ttsi.errors import ConfigError
 
-    assert len(tiny.SPECIAL_TOKENS) + 256 == recipe.MIN_VOCAB
+    assert len(tiny_models.SPECIAL_TOKENS) + 256 == recipe.MIN_VOCAB
     recipe.check_recipe(Recipe())  # the shipped recipe and the tests' small one are valid
     recipe.check_recipe(SMALL)
     with pytest.raises(ConfigError, match=r"recipe: heads \(4\) must be a multiple of kv_heads \(3\)"):

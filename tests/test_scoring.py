@@ -10,7 +10,7 @@ import torch
 from ttsi.engine import prefix_attention, scoring
 from ttsi.engine.scoring import score_candidates, shared_prefix_length
 from ttsi.model import HFModel
-from ttsi.tiny import build_tiny_model
+from ttsi.tiny_models import build_tiny_model
 
 PROMPTS = ["What is the weather in Paris?", "Send an email to ana@mail.com about the meeting tomorrow at noon, please",
            "Wake me at 7"]

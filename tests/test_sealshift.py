@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from ttsi.benchmarks import get_benchmark
-from ttsi.benchmarks.sealshift import tally
-from ttsi.shift.derive import OUT_DIR, derive, eligible, examples_in, load_split, make_query, tool_names, words, write
-from ttsi.shift.recipe import training_examples
+from ttsi.benchmarks.sealshift import SPLITS_DIR, load_split, tally, tool_names
+from ttsi.sealshift.derive import derive, eligible, examples_in, make_query, words, write
+from ttsi.sealshift.recipe import training_examples
 from ttsi.task import Call
 
 from .conftest import SCRIPTS, load_script, weather_task
@@ -24,7 +24,7 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def provenance():
-    return json.loads((OUT_DIR / "PROVENANCE.json").read_text())
+    return json.loads((SPLITS_DIR / "PROVENANCE.json").read_text())
 
 
 def _top(task):
@@ -66,7 +66,7 @@ def test_every_item_offers_its_gold_tool_and_required_arguments(shipped):
 
 def test_rederiving_reproduces_the_shipped_files(data_dir, tmp_path):
     write(derive(data_dir), data_dir, tmp_path)
-    for path in sorted(OUT_DIR.iterdir()):
+    for path in sorted(SPLITS_DIR.iterdir()):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
 
 

@@ -21,9 +21,9 @@ from ttsi.benchmarks import get_benchmark
 from ttsi.config import AgentConfig
 from ttsi.formats import get_format, native_format
 from ttsi.model import HFModel
+from ttsi.sealshift.recipe import MODELS
 from ttsi.serve.protocol import task_id
 from ttsi.serve.settings import ServeSettings
-from ttsi.shift.recipe import MODELS
 from ttsi.task import Call, Task
 
 from .conftest import weather_task

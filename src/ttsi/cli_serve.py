@@ -31,7 +31,7 @@ INSTALL_HINT = "ttsi serve needs FastAPI and uvicorn: pip install 'ttsi[serve]'"
 def served_name(model: str | None) -> str:
     """The name requests must give in `model`: a local directory's name, or the Hugging Face id as given."""
     if model is None:
-        from ttsi.shift.recipe import MODELS
+        from ttsi.sealshift.recipe import MODELS
 
         return MODELS["base"].name
     path = Path(model).expanduser()
@@ -90,8 +90,8 @@ def serve_command(
     import uvicorn
 
     from ttsi.model import HFModel
+    from ttsi.sealshift.recipe import MODELS
     from ttsi.serve.app import create_app
-    from ttsi.shift.recipe import MODELS
 
     if settings.api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without --api-key-env: anyone who can reach it can use it", err=True)

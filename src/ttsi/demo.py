@@ -29,7 +29,7 @@ from rich.table import Table
 from ttsi.config import AgentConfig, LearnConfig
 from ttsi.errors import ConfigError
 from ttsi.evaluation.report import method_label
-from ttsi.shift.recipe import MODELS
+from ttsi.sealshift.recipe import MODELS
 
 METHODS = ("base", "tt-si", "tt-d", "tt-icl", "no-gate", "confident-only", "oracle", "sft")
 SPLITS = ("ood", "id")

@@ -126,7 +126,8 @@ def build_toy_model(out_dir: str | Path, steps: int = 1200, n_train: int = 600, 
     """Train the toy tool-caller on the seen tools and save it (tokenizer included) to `out_dir`."""
     from transformers import AutoModelForCausalLM
 
-    from ttsi.tiny import build_tiny_model, train_causal_lm, train_tokenizer
+    from ttsi.sealshift.train import train_causal_lm
+    from ttsi.tiny_models import build_tiny_model, train_tokenizer
 
     pairs = training_pairs(make_tasks(n_train, SEEN, seed=seed, prefix="train"), seed=seed + 1)
     corpus = [m["content"] for messages, _ in pairs for m in messages] + [reply for _, reply in pairs]

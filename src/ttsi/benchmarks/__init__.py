@@ -1,14 +1,24 @@
-"""Benchmarks registered by name: `get_benchmark("sealtools")`, or `"sealtools:test_out_domain"` specs."""
+"""Benchmarks registered by name: `get_benchmark("sealtools")`, or `"sealtools:test_out_domain"` specs.
+
+A benchmark is one folder here, `ttsi/benchmarks/<name>/`: its loader and scorer (a `Benchmark` subclass decorated
+with `@register`, in `__init__.py`) and, where it has its own, its answer format (`format.py`, registered under the
+benchmark's name with `ttsi.formats.register_format`). No list names them: the registry finds the folders (and any
+single-module benchmark) with `pkgutil` and imports one the first time it is asked for by name, so loading one
+benchmark loads no other.
+"""
 
 from __future__ import annotations
 
-from ttsi.benchmarks import apibank, bfcl, nexusraven, sealshift, sealtools, toolalpaca, toy  # noqa: F401  (register)
+import importlib
+import pkgutil
+
+from ttsi.benchmarks.base import BENCHMARKS as _LOADED
 from ttsi.benchmarks.base import (
-    BENCHMARKS,
     REASONS,
     Benchmark,
     ItemScore,
     compare_calls,
+    exact_match,
     read_json,
     read_jsonl,
     register,
@@ -17,12 +27,28 @@ from ttsi.benchmarks.base import (
 )
 from ttsi.errors import TaskError
 
+_NOT_BENCHMARKS = frozenset({"base"})  # the interface's module, beside the benchmarks
+
+
+def benchmark_names() -> list[str]:
+    """Every benchmark's name, loaded or not: the folders and modules of this package, and any registered elsewhere."""
+    found = {m.name for m in pkgutil.iter_modules(__path__) if m.name not in _NOT_BENCHMARKS and m.name[0] != "_"}
+    return sorted(found | set(_LOADED))
+
 
 def get_benchmark(name: str) -> Benchmark:
+    """The benchmark registered as `name`, its module imported the first time it is asked for."""
+    if name not in _LOADED and name in benchmark_names():
+        importlib.import_module(f"{__name__}.{name}")  # its `@register` adds it
     try:
-        return BENCHMARKS[name]
+        return _LOADED[name]
     except KeyError:
-        raise TaskError(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}") from None
+        raise TaskError(f"unknown benchmark {name!r}; known: {', '.join(benchmark_names())}") from None
+
+
+def all_benchmarks() -> dict[str, Benchmark]:
+    """Every benchmark by name, each one's module imported (`ttsi benchmarks` lists them)."""
+    return {name: get_benchmark(name) for name in benchmark_names()}
 
 
 def parse_spec(spec: str) -> tuple[Benchmark, str]:
@@ -35,6 +61,5 @@ def parse_spec(spec: str) -> tuple[Benchmark, str]:
     return bench, split
 
 
-__all__ = ["BENCHMARKS", "REASONS", "Benchmark", "ItemScore", "compare_calls", "get_benchmark", "parse_spec",
-           "read_json",
-           "read_jsonl", "register", "require", "resolve_data_dir"]
+__all__ = ["REASONS", "Benchmark", "ItemScore", "all_benchmarks", "benchmark_names", "compare_calls", "exact_match",
+           "get_benchmark", "parse_spec", "read_json", "read_jsonl", "register", "require", "resolve_data_dir"]

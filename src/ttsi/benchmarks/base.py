@@ -1,17 +1,20 @@
 """The benchmark interface: load the official files into tasks, score a raw output the way the official evaluator does.
 
-Adding a benchmark means adding one module that subclasses `Benchmark` and decorates it with `@register`.
+Adding a benchmark means adding one folder, `ttsi/benchmarks/<name>/`, whose `__init__.py` subclasses `Benchmark`
+(with `name = "<name>"`) and decorates it with `@register`; the registry (`ttsi.benchmarks`) finds it by that name.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ttsi import jsonio
 from ttsi.errors import TaskError
+from ttsi.formats import AnswerParseError, get_format
 from ttsi.task import Call, Task
 
 # Typed reasons a scorer gives for a miss; benchmarks may add their own, documented next to their scorer.
@@ -68,6 +71,8 @@ class Benchmark:
         return {"accuracy": sum(s.correct for s in scores) / len(scores)} if scores else {}
 
 
+# The benchmarks registered so far, by name: a benchmark's module registers it when first imported (through
+# `ttsi.benchmarks.get_benchmark`, which finds them all), so read them there, not here.
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
@@ -140,3 +145,12 @@ def compare_calls(predicted: list[Call], gold: list[Call]) -> ItemScore:
         if difference:
             return ItemScore(False, difference[0], f"{g.name}: {difference[1]}")
     return ItemScore(True)
+
+
+def exact_match(task: Task, output: str, normalize: Callable[[list[Call]], list[Call]] = list) -> ItemScore:
+    """`output` read in the task's answer format, then `compare_calls` against its gold (both through `normalize`)."""
+    try:
+        predicted = get_format(task.format).parse(output)
+    except AnswerParseError as e:
+        return ItemScore(False, "parse_error", str(e))
+    return compare_calls(normalize(predicted), normalize(task.answer or []))

@@ -2,7 +2,7 @@
 
 Byte-level BPE never merges across pre-tokens, so a prefix that ends where a pre-token ends is tokenized exactly
 as the start of any longer text is; a prefix that ends inside one (after `"` in `",`, or at `(` in `(city`) is
-scored on tokens the model never writes. The split is Qwen2's (`ttsi.tiny.QWEN2_SPLIT`; Llama 3 and GPT-2 differ
+scored on tokens the model never writes. The split is Qwen2's (`ttsi.tiny_models.QWEN2_SPLIT`; Llama 3 and GPT-2 differ
 only in details that do not move these boundaries) in the standard library's `re`: `\\p{L}` is `[^\\W\\d_]`,
 `\\p{N}` is `\\d`, and `_` is punctuation.
 """
