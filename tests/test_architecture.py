@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "ttsi"
+# A benchmark's own answer format lives in its folder (ttsi/benchmarks/<name>/format.py) and is an answer format.
+BENCHMARK_FORMATS = tuple(f"benchmarks.{p.parent.name}.format" for p in sorted(SRC.glob("benchmarks/*/format.py")))
 
 # What each layer may not import. Names are module prefixes under `ttsi.`.
 TOP = ("cli", "cli_common", "cli_eval", "cli_serve", "demo")
@@ -23,15 +26,19 @@ LAYERS = {
                                   "calibrate", "prompts", "benchmarks", "formats")),
     "the model backend": (("model",), (*TOP, "serve", "evaluation", "agent", "awareness", "augment", "learn",
                                        "teacher", "calibrate", "prompts", "benchmarks", "formats")),
-    "the stages": (("awareness", "augment", "learn", "teacher", "calibrate", "prompts"),
+    "the stages": (("awareness", "augment", "learn", "teacher", "calibrate", "prompts", "token_gate", "measures",
+                    "verify"),
                    (*TOP, "serve", "evaluation", "agent", "benchmarks")),
     "the agent loop": (("agent",), (*TOP, "serve", "evaluation", "benchmarks")),
     # The trace names the stages' types for type checking only (no torch at run time: see the subprocess test).
     "the trace": (("trace",), (*TOP, "serve", "evaluation", "agent", "benchmarks", "model")),
-    "the embedded model's recipe": (("shift.",), (*TOP, "serve", "evaluation", "agent", "benchmarks")),
+    # SealShift's derivation and the embedded model's training read the shipped splits through its benchmark.
+    "the embedded model's recipe": (("sealshift.",), (*TOP, "serve", "evaluation", "agent")),
     "the server": (("serve.",), (*TOP, "evaluation", "benchmarks")),
     "the evaluation": (("evaluation.",), (*TOP, "serve")),
-    "answer formats and tasks": (("formats.", "task", "schema", "jsonschema", "jsonio"),
+    "the benchmarks": (("benchmarks.",), (*TOP, "serve", "evaluation", "agent", "trace", "awareness", "augment",
+                                          "learn", "teacher", "calibrate", "prompts", "model", "engine", "sealshift")),
+    "answer formats and tasks": (("formats.", *BENCHMARK_FORMATS, "task", "schema", "jsonschema", "jsonio", "arith"),
                                  (*TOP, "serve", "evaluation", "agent", "awareness", "augment", "learn", "teacher",
                                   "calibrate", "prompts", "benchmarks", "model", "engine")),
     "provenance": (("provenance",), (*TOP, "serve", "evaluation", "agent", "trace", "awareness", "augment", "learn",
@@ -96,20 +103,66 @@ def test_the_walk_and_the_rules_catch_every_import_form(tmp_path):
     assert not _matches("jsonio", forbidden) and not _matches("agents", ("agent",))  # whole names only
 
 
+def test_the_tiny_model_builders_import_nothing_of_ttsi():
+    assert MODULES["tiny_models"] == set()  # tests, the toy model, the recipe and the speed suite all build on it
+
+
+ROOT = SRC.parents[1]
+
+
+def _exists(path: str) -> bool:
+    """A documented path: relative to src/ttsi, to the repository or (`ttsi/...`) to src/; `<name>` is any folder."""
+    pattern = path.replace("<name>", "*").rstrip("/")
+    return any(any(base.glob(pattern)) for base in (SRC, ROOT, ROOT / "src"))
+
+
+def test_the_architecture_page_names_only_paths_that_exist():
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    paths = {t for t in re.findall(r"`([^`\s]+)`", text) if t.endswith((".py", "/")) or "/" in t}
+    assert {"benchmarks/<name>/format.py", "sealshift/", "tiny_models.py", "engine/lora.py"} <= paths
+    assert sorted(p for p in paths if not _exists(p)) == []
+
+
+def test_the_readme_package_layout_names_only_what_exists():
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("## Package layout\n\n```\nsrc/ttsi/\n"):]
+    lines = block[: block.index("\n```", block.index("src/ttsi/"))].splitlines()[4:]
+    missing, folder, seen = [], SRC, set()
+    for line in lines:  # the entries: leading names at indent 2 (src/ttsi) or 4 (the folder above them)
+        indent = len(line) - len(line.lstrip())
+        for token in line.split():
+            name = token.rstrip(",")
+            if indent not in (2, 4) or not re.fullmatch(r"[\w.]+(\.py|/)", name):
+                break
+            where = (SRC if indent == 2 else folder) / name
+            seen.add(str(where.relative_to(SRC)) + ("/" if name.endswith("/") else ""))
+            missing += [] if where.exists() else [str(where.relative_to(SRC))]
+            folder = where if indent == 2 and name.endswith("/") else folder
+    named = set(re.findall(r"\b\w+\.py\b", "\n".join(lines)))  # every file named in a description too
+    missing += sorted(n for n in named if not any(SRC.rglob(n)))
+    assert {"sealshift/", "benchmarks/", "benchmarks/sealshift/", "tiny_models.py", "engine/lora.py"} <= seen
+    assert missing == []
+
+
 @pytest.mark.subprocess
 def test_the_agent_loop_loads_no_benchmark():
-    """Importing the loop (and answering in the default or a native format) imports no benchmark's code; naming a
-    benchmark's format loads it then."""
-    code = ("import sys, ttsi.agent, ttsi.serve.app; from ttsi.formats import get_format; get_format('hermes'); "
-            "print(sorted(m for m in sys.modules if m.startswith(('ttsi.benchmarks', 'ttsi.evaluation')) "
-            "or m in BENCH)); get_format('bfcl'); print('ttsi.formats.bfcl' in sys.modules)")
-    prelude = "BENCH = {" + ", ".join(f"'ttsi.formats.{m}'" for m in FORMAT_MODULES) + "}; "
-    out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True,
+    """Importing the loop (and answering in the default or a native format, or listing every format) imports no
+    benchmark's code; naming a benchmark's format loads that benchmark then, and no other."""
+    code = ("import sys, ttsi.agent, ttsi.serve.app; from ttsi.formats import format_names, get_format; "
+            "loaded = lambda: sorted(m for m in sys.modules if m.startswith(('ttsi.benchmarks', 'ttsi.evaluation'))); "
+            "get_format('hermes'); names = format_names(); print(loaded()); print('bfcl' in names); "
+            "get_format('bfcl'); print(loaded())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=os.environ | {"HF_HUB_OFFLINE": "1"}).stdout.split("\n")
-    assert out[:2] == ["[]", "True"], out
+    bfcl = ["ttsi.benchmarks", "ttsi.benchmarks.base", "ttsi.benchmarks.bfcl", "ttsi.benchmarks.bfcl.format"]
+    assert out[:3] == ["[]", "True", str(bfcl)], out
 
 
-FORMAT_MODULES = ("sealtools", "bfcl", "nexusraven", "toolalpaca", "apibank")
+def test_the_benchmark_formats_are_the_answer_formats_layer():
+    """The rules above see every benchmark's format module (a glob that found none would check nothing)."""
+    assert set(BENCHMARK_FORMATS) == {f"benchmarks.{n}.format"
+                                      for n in ("apibank", "bfcl", "nexusraven", "sealtools", "toolalpaca")}
+    assert all(m in MODULES for m in BENCHMARK_FORMATS)
 
 
 @pytest.mark.subprocess

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ttsi.augment import SelfSynthesizer, Synthesis, Synthesizer, SyntheticPair
-from ttsi.awareness import Uncertainty, assess_many, name_prefixes
+from ttsi.awareness import Uncertainty, assess_many, assess_tokens, name_prefixes
 from ttsi.config import AgentConfig
 from ttsi.engine.cache import PrefixCache
 from ttsi.errors import TaskError
@@ -29,7 +29,9 @@ from ttsi.learn import NO_ADAPTER, Learner
 from ttsi.model import HFModel
 from ttsi.prompts import answer_prompt
 from ttsi.task import Task
+from ttsi.token_gate import TokenProfile
 from ttsi.trace import STAGES, Decision, Response  # noqa: F401 (STAGES: still importable from here)
+from ttsi.verify import check_task
 
 
 def input_seed(seed: int, task_id: str) -> int:
@@ -54,6 +56,7 @@ class _Input:
     cache: PrefixCache | None = None  # the gate's KV cache of `prompt`, reused to answer it unadapted
     examples: list[tuple[str, str]] = field(default_factory=list)  # training pairs (prompt text, answer text)
     slot: int = NO_ADAPTER  # the adapter slot it is answered with
+    greedy: str | None = None  # the token gate's greedy answer to `prompt`: the answer if it is not adapted
 
 
 class SelfImprovingAgent:
@@ -68,6 +71,11 @@ class SelfImprovingAgent:
         self.config = (config or AgentConfig()).validate(teacher_given=teacher is not None)
         self.model = model
         self.learner = Learner(model, self.config.learn, seed=self.config.seed)
+        self.profile: TokenProfile | None = None
+        if self.config.gate.measure == "token":  # the reference the token gate compares with, checked now
+            assert self.config.gate.reference is not None
+            self.profile = TokenProfile.load(self.config.gate.reference)
+            self.profile.check_model(model.name, len(model.tokenizer), self.config.gate.reference)
         self.synthesizer: Synthesizer = SelfSynthesizer(model, self.config.synthesis)
         if self.config.uses_teacher:
             if teacher is None:
@@ -135,9 +143,12 @@ class SelfImprovingAgent:
     def _check(self, task: Task) -> None:
         if self.config.method == "oracle" and not task.answer:
             raise TaskError(f"task {task.id!r} has no gold answer: the oracle ablation trains on it")
-        if not task.tools and self.config.method != "base":
+        if not task.tools and self.config.method != "base" and self.profile is None:
             raise TaskError(f"task {task.id!r} has no tools: the gate has no candidate actions to score "
-                            "(use method base to answer it without test-time learning)")
+                            "(use the token gate, --measure token, or method base to answer it without test-time "
+                            "learning)")
+        if self.config.method not in ("base", "oracle"):  # a verifier that cannot judge the task: before any work
+            check_task(self.config.synthesis.verify, task)
 
     def _input(self, task: Task, batch: int) -> _Input:
         fmt = get_format(task.format)
@@ -166,7 +177,11 @@ class SelfImprovingAgent:
             x.trace.reason = f"the prompt is {prompt:,} tokens{rest}; the model reads at most {window:,}"
 
     def _gate(self, inputs: list[_Input]) -> None:
-        """H: score every input's candidate actions in one batch and decide which inputs adapt."""
+        """H: score every input's candidate actions in one batch (or, the token gate, answer every input once and
+        read its per-token certainty) and decide which inputs adapt."""
+        if self.profile is not None:
+            self._token_gate(inputs)
+            return
         gated = [x for x in inputs if x.task.tools]
         with _stage(gated, "gate_s"):
             verdicts, caches = assess_many(self.model, [x.prompt for x in gated], [x.task.tools for x in gated],
@@ -176,11 +191,32 @@ class SelfImprovingAgent:
             adapt, x.trace.reason = self._decide(u)
             x.trace.decision = Decision.ADAPT if adapt else Decision.SKIP
 
+    def _token_gate(self, inputs: list[_Input]) -> None:
+        """H with the token gate: every input's greedy answer, generated once, and its positions against the
+        reference profile; an input that does not adapt keeps that answer."""
+        assert self.profile is not None
+        if not inputs:
+            return
+        with _stage(inputs, "gate_s"):
+            verdicts, answers = assess_tokens(self.model, [x.prompt for x in inputs], self.profile,
+                                              self.config.gate, self.config.max_new_tokens)
+        for x, u, answer in zip(inputs, verdicts, answers, strict=True):
+            x.trace.uncertainty, x.greedy = u, answer
+            adapt, x.trace.reason = self._decide(u)
+            x.trace.decision = Decision.ADAPT if adapt else Decision.SKIP
+
     def _decide(self, u: Uncertainty) -> tuple[bool, str]:
         method = self.config.method
         if method == "base":
             return False, "method base: answered by the base model"
-        verdict = f"{u.measure} {u.confidence:.4f} {'<' if u.uncertain else '>='} tau {u.tau}"
+        if u.tokens is not None:
+            rule = self.config.gate
+            need = (f"{rule.token_count} positions" if rule.token_count is not None
+                    else f"a share of {rule.token_share:g}")
+            verdict = (f"token gate: {u.tokens['flagged']} of {u.tokens['positions']} positions below the reference's "
+                       f"{rule.token_percentile:g}th percentile of {u.tokens['stat']} (uncertain at {need})")
+        else:
+            verdict = f"{u.measure} {u.confidence:.4f} {'<' if u.uncertain else '>='} tau {u.tau}"
         if method == "no-gate":
             return True, f"no-gate: adapted regardless ({verdict})"
         if method == "confident-only":
@@ -209,7 +245,7 @@ class SelfImprovingAgent:
                 prompt = answer_prompt(self.model, task, fmt, demos)
                 if self.model.no_room([prompt])[0] is None:
                     trace.reason += "; synthetic pairs used as in-context demonstrations"
-                    x.prompt, x.cache = prompt, None
+                    x.prompt, x.cache, x.greedy = prompt, None, None
                 else:
                     trace.reason += "; the demonstrations do not fit in the context window: answered without them"
 
@@ -233,10 +269,15 @@ class SelfImprovingAgent:
             return
         prompts, slots = [x.prompt for x in inputs], [x.slot for x in inputs]
         prefixes = [x.cache if x.slot == NO_ADAPTER else None for x in inputs]
+        # the token gate already generated the greedy answer of an input answered unadapted on the same prompt
+        known = [x.greedy if x.slot == NO_ADAPTER and c.temperature == 0 else None for x in inputs]
+        todo = [i for i, k in enumerate(known) if k is None]
         with _stage(inputs, "answer_s"):
-            raws = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens, prefixes=prefixes,
-                                         temperature=c.temperature, top_p=c.top_p,
-                                         seeds=[answer_seed(x.seed) for x in inputs])
+            fresh = iter(self.learner.generate([prompts[i] for i in todo], [slots[i] for i in todo],
+                                               max_new_tokens=c.max_new_tokens, prefixes=[prefixes[i] for i in todo],
+                                               temperature=c.temperature, top_p=c.top_p,
+                                               seeds=[answer_seed(inputs[i].seed) for i in todo]) if todo else [])
+            raws = [k if k is not None else next(fresh) for k in known]
             if c.samples > 1:  # each input samples from its own seed, whatever else is in the batch
                 drawn = self.learner.generate(prompts, slots, max_new_tokens=c.max_new_tokens,
                                               temperature=c.sample_temperature, num_return_sequences=c.samples,
@@ -244,7 +285,7 @@ class SelfImprovingAgent:
                 for i, x in enumerate(inputs):
                     x.trace.samples = drawn[i * c.samples: (i + 1) * c.samples]
         for x, raw in zip(inputs, raws, strict=True):
-            x.trace.raw, x.cache = raw, None
+            x.trace.raw, x.cache, x.greedy = raw, None, None
             try:
                 x.trace.answer = x.fmt.parse(raw)
             except AnswerParseError as e:

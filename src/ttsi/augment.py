@@ -1,15 +1,17 @@
 """Self-augmentation: write K new (x', y') pairs similar to the input, then keep only those that validate.
 
-Every draft is parsed in the task's answer format and checked against the tool schemas (known function, required
-arguments present, JSON types match); duplicates and copies of the seed input are dropped; each rejection is
-counted under its reason. Drafts come from the model itself (`SelfSynthesizer`, TT-SI) or from a teacher
-(`ttsi.teacher.TeacherSynthesizer`, TT-D); both implement `Synthesizer`.
+Every draft is parsed in the task's answer format and verified by the checks `synthesis.verify` names
+(`ttsi.verify`: by default the tool schemas, i.e. known function, required arguments present, JSON types match);
+duplicates and copies of the seed input are dropped; each rejection is counted under its reason. Drafts come from
+the model itself (`SelfSynthesizer`, TT-SI) or from a teacher (`ttsi.teacher.TeacherSynthesizer`, TT-D); both
+implement `Synthesizer`.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,8 +19,8 @@ from ttsi.config import SynthesisConfig
 from ttsi.formats import AnswerFormat, AnswerParseError
 from ttsi.model import HFModel
 from ttsi.prompts import parse_pair, synthesis_prompt
-from ttsi.schema import CallError, check_calls
 from ttsi.task import Call, Task
+from ttsi.verify import check_task, draft_problem, inconsistent
 
 
 @dataclass
@@ -69,31 +71,43 @@ def normalize_query(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, source: str) -> Synthesis:
-    """Validate drafts in order and keep the first k that pass."""
+def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, source: str,
+                 verify: Sequence[str] = ("schema",)) -> Synthesis:
+    """Validate drafts in order and keep the first k that pass (the per-draft verifiers only: no consistency)."""
+    candidates, rejected = screen(drafts, task, fmt, verify)
+    return take(candidates, rejected, k, source, len(drafts))
+
+
+def screen(drafts: list[str], task: Task, fmt: AnswerFormat,
+           verify: Sequence[str] = ("schema",)) -> tuple[list[tuple[str, list[Call]]], Counter[str]]:
+    """Every draft that parses, passes the per-draft verifiers and is new, in order; and the others' reasons."""
+    check_task(verify, task)
     seed_query = normalize_query(task.query)
-    kept: list[SyntheticPair] = []
+    candidates: list[tuple[str, list[Call]]] = []
     seen: set[str] = set()
     rejected: Counter[str] = Counter()
-    unused = 0
     for text in drafts:
         try:
             query, calls = parse_pair(text, fmt)
-            check_calls(calls, task.tools, fmt.numbers_as_strings)
-        except (AnswerParseError, CallError) as e:
+        except AnswerParseError as e:
             rejected[e.reason] += 1
             continue
         key = normalize_query(query)
-        if key == seed_query:
-            rejected["copy_of_seed"] += 1
-        elif key in seen:
-            rejected["duplicate"] += 1
-        elif len(kept) < k:
-            seen.add(key)
-            kept.append(SyntheticPair(query, calls, source))
+        problem = draft_problem(verify, text, calls, task, fmt) or ("copy_of_seed" if key == seed_query else
+                                                                    "duplicate" if key in seen else None)
+        if problem:
+            rejected[problem] += 1
         else:
-            unused += 1
-    return Synthesis(kept, dict(rejected), drafts=len(drafts), unused=unused)
+            seen.add(key)
+            candidates.append((query, calls))
+    return candidates, rejected
+
+
+def take(candidates: list[tuple[str, list[Call]]], rejected: Counter[str], k: int, source: str,
+         drafts: int) -> Synthesis:
+    """The first k candidates as pairs; the rest are counted as unused."""
+    pairs = [SyntheticPair(query, calls, source) for query, calls in candidates[:k]]
+    return Synthesis(pairs, dict(rejected), drafts=drafts, unused=max(len(candidates) - k, 0))
 
 
 class SelfSynthesizer:
@@ -109,8 +123,11 @@ class SelfSynthesizer:
 
     def synthesize_many(self, tasks: list[Task], fmts: list[AnswerFormat], seeds: list[int]) -> list[Synthesis]:
         """Every input's drafts in one batched generation; input i samples from its own seed, so its drafts are
-        the same whichever inputs share the batch."""
+        the same whichever inputs share the batch. With `consistency`, every candidate pair of every input is then
+        answered in one more batched generation (`ttsi.verify.inconsistent`), and the first k it keeps are kept."""
         c = self.config
+        for task in tasks:  # before any generation
+            check_task(c.verify, task)
         if not tasks:
             return []
         prompts = [synthesis_prompt(self.model, t, f) for t, f in zip(tasks, fmts, strict=True)]
@@ -120,8 +137,14 @@ class SelfSynthesizer:
         drafts = self.model.generate([prompts[i] for i in todo], max_new_tokens=c.max_new_tokens,
                                      temperature=c.temperature, top_p=c.top_p, num_return_sequences=n,
                                      seeds=[seeds[i] for i in todo]) if todo else []
-        picked = {i: select_pairs(drafts[j * n: (j + 1) * n], tasks[i], fmts[i], c.k, self.source)
-                  for j, i in enumerate(todo)}
+        screened = {i: screen(drafts[j * n: (j + 1) * n], tasks[i], fmts[i], c.verify) for j, i in enumerate(todo)}
+        if "consistency" in c.verify:
+            verdicts = inconsistent(self.model, [(tasks[i], fmts[i], seeds[i], screened[i][0]) for i in todo], c)
+            for i, verdict in zip(todo, verdicts, strict=True):
+                candidates, rejected = screened[i]
+                rejected.update(reason for reason in verdict if reason)
+                screened[i] = ([p for p, reason in zip(candidates, verdict, strict=True) if not reason], rejected)
+        picked = {i: take(*screened[i], c.k, self.source, n) for i in todo}
         return [picked[i] if problem is None else Synthesis([], error=f"the synthesis prompt is {problem}: answered "
                                                                       "unadapted")
                 for i, problem in enumerate(problems)]

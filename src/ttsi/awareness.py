@@ -15,8 +15,10 @@ from typing import Any
 from ttsi.config import GateConfig
 from ttsi.engine.cache import PrefixCache
 from ttsi.formats import AnswerFormat
+from ttsi.measures import entropy_confidence, margin, relative_softmax
 from ttsi.model import HFModel, Scored
 from ttsi.task import Tool
+from ttsi.token_gate import TokenProfile, token_verdict
 
 
 @dataclass
@@ -33,33 +35,10 @@ class Uncertainty:
     confidence: float  # the number compared with tau
     tau: float
     uncertain: bool
+    tokens: dict[str, Any] | None = None  # measure "token": the TokenVerdict (positions, unsure tokens, measures)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def relative_softmax(logprobs: list[float]) -> list[float]:
-    """softmax over candidates, shifted by the max so very negative log-probs do not underflow."""
-    top = max(logprobs)
-    exps = [math.exp(lp - top) for lp in logprobs]
-    total = sum(exps)
-    return [e / total for e in exps]
-
-
-def margin(probs: list[float]) -> float:
-    """p(1) - p(2); with a single candidate there is no rival, so the margin is 1."""
-    if len(probs) < 2:
-        return 1.0
-    first, second = sorted(probs, reverse=True)[:2]
-    return first - second
-
-
-def entropy_confidence(probs: list[float]) -> float:
-    """1 - H(p) / log N: 1 for a one-hot distribution, 0 for a uniform one."""
-    if len(probs) < 2:
-        return 1.0
-    entropy = -sum(p * math.log(p) for p in probs if p > 0)
-    return max(0.0, 1.0 - entropy / math.log(len(probs)))
 
 
 def perplexity_confidence(scored: Scored) -> float:
@@ -120,6 +99,31 @@ def assess_many(model: HFModel, prompts: list[str], tool_lists: list[list[Tool]]
     verdicts = [uncertainty_of(tools, conts, s, config)
                 for tools, conts, s in zip(tool_lists, continuations, scored, strict=True)]
     return verdicts, caches
+
+
+def assess_tokens(model: HFModel, prompts: list[str], profile: TokenProfile, config: GateConfig,
+                  max_new_tokens: int) -> tuple[list[Uncertainty], list[str]]:
+    """The token gate on several prompts: their greedy answers (one batched generation, the base model) and each
+    answer's verdict against the reference profile. The answers are what the agent gives when it does not adapt.
+
+    confidence = 1 - the share of positions less sure than the reference; uncertain when at least
+    `token_count` positions (or the share `token_share`) are.
+    """
+    from ttsi.engine.decode import StepStats
+
+    stats = StepStats()
+    answers = model.generate(prompts, max_new_tokens=max_new_tokens, stats=stats)
+    assert stats.tokens is not None
+    verdicts = []
+    for row, ids in zip(stats.rows(), stats.tokens, strict=True):
+        v = token_verdict(row, [model.tokenizer.decode([i]) for i in ids], profile, config.token_stat,
+                          config.token_percentile)
+        uncertain = (v.flagged >= config.token_count if config.token_count is not None
+                     else v.positions > 0 and v.share >= (config.token_share or 0))
+        verdicts.append(Uncertainty(candidates=[], continuations=[], logprobs=[], n_tokens=[], probs=[],
+                                    margin=1.0 - v.share, measure="token", confidence=1.0 - v.share, tau=config.tau,
+                                    uncertain=uncertain, tokens=v.to_dict()))
+    return verdicts, answers
 
 
 def assess(model: HFModel, prompt: str, tools: list[Tool], fmt: AnswerFormat, config: GateConfig) -> Uncertainty:

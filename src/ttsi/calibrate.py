@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ttsi.awareness import assess, tau_for_budget, tau_from_reference
@@ -55,6 +56,43 @@ def calibrate_tau(model: HFModel, tasks: list[Task], gate: GateConfig, percentil
         tau, rule = tau_for_budget(confidences, budget), f"adapt at most {budget:.0%} of inputs"
     return {"tau": tau, "rule": rule, "measure": gate.measure, "n": len(confidences),
             "flagged": sum(c < tau for c in confidences), "confidences": confidences}
+
+
+def calibrate_profile(model: HFModel, tasks: list[Task], correct: Callable[[Task, str], bool] | None,
+                      max_new_tokens: int = 256, batch_size: int = 16, progress: bool = False) -> dict[str, Any]:
+    """The token gate's reference profile from these tasks' greedy answers (`ttsi.token_gate`).
+
+    By default only the answers `correct(task, answer)` accepts are known-good and enter the profile (the base
+    model's behaviour where it is right); `correct=None` takes every answer. TaskError when none is kept.
+    """
+    from rich.progress import track
+
+    from ttsi.engine.decode import StepStats
+    from ttsi.token_gate import build_profile
+
+    if not tasks:
+        raise TaskError("no tasks to calibrate on")
+    rows: list[list[tuple[float, float, float]]] = []
+    kept = 0
+    batches = [tasks[i: i + batch_size] for i in range(0, len(tasks), batch_size)]
+    for batch in track(batches, description="answering the reference inputs", disable=not progress,
+                       transient=True):
+        prompts = [answer_prompt(model, task, get_format(task.format)) for task in batch]
+        for task, problem in zip(batch, model.no_room(prompts), strict=True):
+            if problem is not None:
+                raise ContextLengthError(f"task {task.id!r} does not fit in the model's context window: the prompt "
+                                         f"is {problem}")
+        stats = StepStats()
+        answers = model.generate(prompts, max_new_tokens=max_new_tokens, stats=stats)
+        for task, answer, row in zip(batch, answers, stats.rows(), strict=True):
+            if correct is None or correct(task, answer):
+                rows.append(row)
+                kept += 1
+    if not rows:
+        raise TaskError(f"the base model answered none of the {len(tasks)} reference inputs correctly: no known-good "
+                        "behaviour to build a profile from (use every input with --all, or other reference inputs)")
+    profile = build_profile(rows, model.name, len(model.tokenizer), "correct" if correct is not None else "all")
+    return {"profile": profile, "n": len(tasks), "kept": kept}
 
 
 def _check_range(name: str, value: Any, top: float) -> None:

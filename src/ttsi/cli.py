@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -21,17 +23,27 @@ from ttsi.cli_common import (
     METHOD,
     MODEL,
     NORMALIZE,
+    REFERENCE,
     TAU,
     TEACHER_KEY_ENV,
     TEACHER_MODEL,
     TEACHER_URL,
+    TOKEN_COUNT,
+    TOKEN_PERCENTILE,
+    TOKEN_SHARE,
+    TOKEN_STAT,
+    VERIFY,
     K,
     cli_errors,
     gate_config,
     quiet_libraries,
+    verifiers,
 )
 from ttsi.config import AgentConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ttsi.task import Task
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Self-improving LLM agents at test time (TT-SI): gate, synthesize, adapt, answer, reset.")
@@ -47,6 +59,7 @@ def respond(
     method: str = METHOD,
     tau: float = TAU,
     k: int = K,
+    verify: str = VERIFY,
     seed: int = typer.Option(AgentConfig.seed, help="Seed for LoRA init, synthesis sampling and data order."),
     teacher_url: str | None = TEACHER_URL,
     teacher_model: str | None = TEACHER_MODEL,
@@ -55,6 +68,11 @@ def respond(
     measure: str = MEASURE,
     candidates: str = CANDIDATES,
     normalize: str = NORMALIZE,
+    reference: str | None = REFERENCE,
+    token_stat: str = TOKEN_STAT,
+    token_percentile: float = TOKEN_PERCENTILE,
+    token_count: int | None = TOKEN_COUNT,
+    token_share: float | None = TOKEN_SHARE,
     epochs: int = EPOCHS,
     lr: float = LR,
     max_new_tokens: int = MAX_NEW_TOKENS,
@@ -68,7 +86,9 @@ def respond(
 ) -> None:
     """Answer one task with the chosen method and show the trace (gate, synthesis, training, timings)."""
     config = AgentConfig(
-        method=method, gate=gate_config(tau, measure, candidates, normalize), synthesis=SynthesisConfig(k=k),
+        method=method, gate=gate_config(tau, measure, candidates, normalize, reference, token_stat, token_percentile,
+                                        token_count, token_share),
+        synthesis=SynthesisConfig(k=k, verify=verifiers(verify)),
         teacher=TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_key_env),
         learn=LearnConfig(epochs=epochs, lr=lr), icl_source=icl_source, max_new_tokens=max_new_tokens, seed=seed,
     ).validate()
@@ -116,10 +136,19 @@ def respond(
 @cli_errors
 def calibrate(
     model: str = MODEL,
-    tasks: Path = typer.Option(..., "--tasks", help="Tasks (.json list or .jsonl) to run the gate on."),
+    tasks: Path | None = typer.Option(None, "--tasks", help="Tasks (.json list or .jsonl) to run the gate on."),
+    benchmark: str | None = typer.Option(None, "--benchmark", help="Or a benchmark split, e.g. sealshift:id (then "
+                                                                   "its own scorer says which answers are correct)."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Benchmark data directory (default: "
+                                                                 "$TTSI_DATA_DIR)."),
     percentile: float | None = typer.Option(None, help="Known-good reference set: tau = this percentile of "
                                                        "their confidence (e.g. 5)."),
     budget: float | None = typer.Option(None, help="Target fraction of inputs to adapt (e.g. 0.3)."),
+    profile: Path | None = typer.Option(None, "--profile", help="Token gate: write the reference profile of these "
+                                                               "(known-good) tasks' greedy answers here."),
+    every: bool = typer.Option(False, "--all", help="With --profile: every answer enters the profile, not only "
+                                                    "those matching the task's gold answer."),
+    max_new_tokens: int = MAX_NEW_TOKENS,
     measure: str = MEASURE,
     candidates: str = CANDIDATES,
     normalize: str = NORMALIZE,
@@ -127,18 +156,25 @@ def calibrate(
     device: str | None = DEVICE,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Choose tau from data: a percentile of confidence on known-good inputs, or a target adaptation budget."""
+    """Choose tau from data (a percentile of confidence on known-good inputs, or a target adaptation budget), or
+    write the token gate's reference profile (--profile)."""
+    if (tasks is None) == (benchmark is None):
+        raise ConfigError("give exactly one of --tasks FILE or --benchmark NAME:SPLIT")
+    if profile is not None:
+        if percentile is not None or budget is not None:
+            raise ConfigError("--profile builds the token gate's reference: give it without --percentile/--budget")
+        _calibrate_profile(model, tasks, benchmark, data_dir, profile, every, max_new_tokens, dtype, device, as_json)
+        return
     if (percentile is None) == (budget is None):
-        raise ConfigError("give exactly one of --percentile (reference set) or --budget (fraction to adapt)")
+        raise ConfigError("give exactly one of --percentile (reference set) or --budget (fraction to adapt), or "
+                          "--profile FILE (the token gate's reference)")
     if percentile is not None and not 0 <= percentile <= 100:
         raise ConfigError(f"--percentile must be in [0, 100], got {percentile}")
     if budget is not None and not 0 <= budget <= 1:
         raise ConfigError(f"--budget must be in [0, 1], got {budget}")
     gate = gate_config(0.0, measure, candidates, normalize)
     AgentConfig(method="base", gate=gate).validate()
-    from ttsi.task import load_tasks
-
-    the_tasks = load_tasks(tasks)
+    the_tasks, _ = _reference_tasks(tasks, benchmark, data_dir)
     quiet_libraries()
     from ttsi.calibrate import calibrate_tau
     from ttsi.model import HFModel
@@ -150,6 +186,60 @@ def calibrate(
     else:
         typer.echo(f"tau = {result['tau']:.6f}  ({result['rule']}; {result['flagged']} of {result['n']} inputs "
                    f"would be adapted)")
+
+
+def _reference_tasks(tasks: Path | None, benchmark: str | None,
+                     data_dir: str | None) -> tuple[list[Task], Callable[[Task, str], bool]]:
+    """The calibration tasks from a file or a benchmark split, and how to tell a correct answer to them."""
+    if benchmark is not None:
+        from ttsi.cli_eval import load_split
+
+        bench, _, the_tasks, _ = load_split(benchmark, data_dir, None)
+        return the_tasks, lambda task, raw: bench.score(task, raw).correct
+    from ttsi.task import load_tasks
+
+    assert tasks is not None
+    return load_tasks(tasks), _matches_gold
+
+
+def _calibrate_profile(model: str, tasks: Path | None, benchmark: str | None, data_dir: str | None, out: Path,
+                       every: bool, max_new_tokens: int, dtype: str, device: str | None, as_json: bool) -> None:
+    """`ttsi calibrate --profile`: the token gate's reference from the tasks the base model answers correctly."""
+    AgentConfig(method="base", max_new_tokens=max_new_tokens).validate()
+    the_tasks, correct = _reference_tasks(tasks, benchmark, data_dir)
+    if not every:
+        missing = [t.id for t in the_tasks if not t.answer]
+        if missing:
+            raise ConfigError(f"task {missing[0]!r} has no gold answer ({len(missing)} without one): a profile keeps "
+                              "only correctly answered inputs; give --all to keep every answer")
+    quiet_libraries()
+    from ttsi.calibrate import calibrate_profile
+    from ttsi.model import HFModel
+
+    result = calibrate_profile(HFModel.from_pretrained(model, dtype=dtype, device=device), the_tasks,
+                               None if every else correct, max_new_tokens, progress=not as_json)
+    built = result["profile"]
+    built.save(out)
+    thresholds = {stat: built.threshold(stat, 5.0) for stat in ("top1", "margin", "entropy")}
+    if as_json:
+        typer.echo(jsonio.dumps({"profile": str(out), "n": result["n"], "kept": result["kept"],
+                                 "positions": built.n_positions, "at_5th_percentile": thresholds}))
+    else:
+        typer.echo(f"wrote {out}: {result['kept']} of {result['n']} reference answers ({built.source}), "
+                   f"{built.n_positions:,} positions; at the 5th percentile: top1 {thresholds['top1']:.4f}, "
+                   f"margin {thresholds['margin']:.4f}, entropy (95th) {thresholds['entropy']:.4f}")
+
+
+def _matches_gold(task: Task, raw: str) -> bool:
+    """Whether an answer parses, in the task's format, to exactly the task's gold calls."""
+    from ttsi.benchmarks.base import compare_calls
+    from ttsi.formats import AnswerParseError, get_format
+
+    try:
+        calls = get_format(task.format).parse(raw)
+    except AnswerParseError:
+        return False
+    return compare_calls(calls, list(task.answer or [])).correct
 
 
 @app.command()
@@ -193,7 +283,7 @@ def train_base(
     quiet_libraries()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ttsi.shift.recipe import MODELS, STATES, Recipe, TeacherRecipe, train_base, train_teacher, with_settings
+    from ttsi.sealshift.recipe import MODELS, STATES, Recipe, TeacherRecipe, train_base, train_teacher, with_settings
 
     recipe: Recipe | TeacherRecipe = with_settings(TeacherRecipe() if teacher else Recipe(), settings)
     if steps is not None:

@@ -53,14 +53,30 @@ def quiet_libraries() -> None:
     logging.disable_progress_bar()
 
 
-def gate_config(tau: float, measure: str, candidates: str, normalize: str) -> GateConfig:
-    return GateConfig(tau=tau, measure=measure, candidates=candidates, normalize=normalize)
+def gate_config(tau: float, measure: str, candidates: str, normalize: str, reference: str | None = None,
+                token_stat: str = GateConfig.token_stat, token_percentile: float = GateConfig.token_percentile,
+                token_count: int | None = GateConfig.token_count, token_share: float | None = None) -> GateConfig:
+    """The gate's settings from the command's options; a token share given replaces the position count."""
+    return GateConfig(tau=tau, measure=measure, candidates=candidates, normalize=normalize, reference=reference,
+                      token_stat=token_stat, token_percentile=token_percentile,
+                      token_count=None if token_share is not None else token_count, token_share=token_share)
 
 
 MODEL = typer.Option(..., "--model", help="Hugging Face model id or local directory.")
 DTYPE = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16.")
 DEVICE = typer.Option(None, help="cuda, cpu, cuda:1, ... (default: cuda when available).")
-MEASURE = typer.Option(GateConfig.measure, help="Gate confidence: margin (RSS, the paper), entropy, perplexity.")
+MEASURE = typer.Option(GateConfig.measure, help="Gate confidence: margin (RSS, the paper), entropy, perplexity, "
+                                                 "or token (the greedy answer's per-token certainty against "
+                                                 "--reference).")
+REFERENCE = typer.Option(GateConfig.reference, "--reference",
+                         help="Token gate: the reference profile (ttsi calibrate --profile writes it).")
+TOKEN_STAT = typer.Option(GateConfig.token_stat, help="Token gate statistic: top1, margin or entropy.")
+TOKEN_PERCENTILE = typer.Option(GateConfig.token_percentile,
+                                help="Token gate: a position is unsure below this percentile of the reference.")
+TOKEN_COUNT = typer.Option(GateConfig.token_count, help="Token gate: uncertain with at least this many unsure "
+                                                        "positions.")
+TOKEN_SHARE = typer.Option(GateConfig.token_share, help="Token gate: uncertain with at least this share of unsure "
+                                                        "positions (replaces --token-count).")
 CANDIDATES = typer.Option(GateConfig.candidates, help="Candidate actions: name (answer prefix naming each function) "
                                                      "or call.")
 NORMALIZE = typer.Option(GateConfig.normalize, help="Candidate log-prob: sum over tokens, or mean (length-normalised).")
@@ -69,6 +85,16 @@ NORMALIZE = typer.Option(GateConfig.normalize, help="Candidate log-prob: sum ove
 TAU = typer.Option(GateConfig.tau, help="Adapt when the gate's confidence is below tau (in [0, 1]).")
 METHOD = typer.Option(AgentConfig.method, help=f"One of: {', '.join(METHODS)}.")
 K = typer.Option(SynthesisConfig.k, "--k", help="Synthetic examples per uncertain input.")
+VERIFY = typer.Option(",".join(SynthesisConfig().verify), "--verify",
+                      help="Checks every synthetic pair must pass, comma-separated: schema, answer-check (math "
+                           "solutions), consistency (the model reproduces the answer); none keeps every pair that "
+                           "parses.")
+
+
+def verifiers(text: str) -> list[str]:
+    """--verify's comma-separated names as `SynthesisConfig.verify`; "none" (or nothing) verifies nothing."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return [] if names == ["none"] else names
 TEACHER_URL = typer.Option(TeacherConfig.url, help="TT-D teacher: OpenAI-compatible base URL (.../v1).")
 TEACHER_MODEL = typer.Option(TeacherConfig.model, help="TT-D teacher: model name at that URL.")
 TEACHER_KEY_ENV = typer.Option(TeacherConfig.api_key_env, help="Environment variable holding the teacher's key.")

@@ -19,13 +19,20 @@ from ttsi.cli_common import (
     METHOD,
     MODEL,
     NORMALIZE,
+    REFERENCE,
     TEACHER_KEY_ENV,
     TEACHER_MODEL,
     TEACHER_URL,
+    TOKEN_COUNT,
+    TOKEN_PERCENTILE,
+    TOKEN_SHARE,
+    TOKEN_STAT,
+    VERIFY,
     K,
     cli_errors,
     gate_config,
     quiet_libraries,
+    verifiers,
 )
 from ttsi.config import AgentConfig, GateConfig, LearnConfig, SynthesisConfig, TeacherConfig
 from ttsi.errors import ConfigError
@@ -58,7 +65,7 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _load_split(spec: str, data_dir: str | None, limit: int | None) -> tuple[Benchmark, str, list[Task], Path | None]:
+def load_split(spec: str, data_dir: str | None, limit: int | None) -> tuple[Benchmark, str, list[Task], Path | None]:
     """The benchmark, its split, the split's first `limit` tasks, and the data directory they came from."""
     from ttsi.benchmarks import parse_spec, resolve_data_dir
 
@@ -79,6 +86,7 @@ def eval_command(
     tau: str = typer.Option(str(GateConfig.tau), help="tau, or a comma-separated sweep (0.35,0.5,0.65,0.8,0.95) "
                                                       "read off one run."),
     k: int = K,
+    verify: str = VERIFY,
     samples: int = typer.Option(AgentConfig.samples, help="Answers sampled besides the greedy one: majority vote and "
                                                           "pass@k."),
     out: Path | None = typer.Option(None, help="Run directory (default runs/BENCHMARK-SPLIT-METHOD)."),
@@ -94,6 +102,11 @@ def eval_command(
     measure: str = MEASURE,
     candidates: str = CANDIDATES,
     normalize: str = NORMALIZE,
+    reference: str | None = REFERENCE,
+    token_stat: str = TOKEN_STAT,
+    token_percentile: float = TOKEN_PERCENTILE,
+    token_count: int | None = TOKEN_COUNT,
+    token_share: float | None = TOKEN_SHARE,
     epochs: int = EPOCHS,
     lr: float = LR,
     max_new_tokens: int = MAX_NEW_TOKENS,
@@ -107,15 +120,16 @@ def eval_command(
     if batch < 1:
         raise ConfigError(f"--batch must be at least 1, got {batch}")
     config = AgentConfig(
-        method=method, gate=gate_config(taus[-1] if taus else GateConfig.tau, measure, candidates, normalize),
-        synthesis=SynthesisConfig(k=k), learn=LearnConfig(epochs=epochs, lr=lr),
+        method=method, gate=gate_config(taus[-1] if taus else GateConfig.tau, measure, candidates, normalize,
+                                        reference, token_stat, token_percentile, token_count, token_share),
+        synthesis=SynthesisConfig(k=k, verify=verifiers(verify)), learn=LearnConfig(epochs=epochs, lr=lr),
         teacher=TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_key_env),
         icl_source=icl_source, max_new_tokens=max_new_tokens, samples=samples, record_base=base_answers,
     ).validate()
     from ttsi.evaluation.runner import check_sweep
 
     check_sweep(config, taus)
-    bench, split, tasks, path = _load_split(benchmark, data_dir, limit)
+    bench, split, tasks, path = load_split(benchmark, data_dir, limit)
     out = out or Path("runs") / f"{bench.name}-{split}-{method}"
     from ttsi.evaluation.settings import EvalSettings
 
@@ -150,7 +164,7 @@ def score_command(
     """Score outputs produced by any other system (vLLM, an API) with the same parsers and scorers."""
     from ttsi.evaluation.score import score_predictions
 
-    bench, split, tasks, _ = _load_split(benchmark, data_dir, None)
+    bench, split, tasks, _ = load_split(benchmark, data_dir, None)
     summary = score_predictions(bench, split, tasks, predictions, out, allow_missing=allow_missing)
     typer.echo(f"{bench.name}:{split}: accuracy {summary['accuracy']['mean']:.2%}, n={summary['n']}; "
                f"records: {out / 'results.jsonl'}")
@@ -183,7 +197,7 @@ def sft_command(
     """LoRA on a labelled split with TT-SI's LoRA settings: the supervised baseline, with its sample count."""
     learn = LearnConfig(epochs=epochs, lr=lr, batch_size=batch_size)
     AgentConfig(learn=learn).validate()
-    bench, split, tasks, _ = _load_split(benchmark, data_dir, limit)
+    bench, split, tasks, _ = load_split(benchmark, data_dir, limit)
     quiet_libraries()
     from ttsi.evaluation.sft import train_sft
     from ttsi.model import HFModel
@@ -196,9 +210,9 @@ def sft_command(
 
 def benchmarks_command() -> None:
     """The registered benchmarks: splits (default first), license, and how scoring differs from the official."""
-    from ttsi.benchmarks import BENCHMARKS
+    from ttsi.benchmarks import all_benchmarks
 
-    for name, bench in sorted(BENCHMARKS.items()):
+    for name, bench in all_benchmarks().items():
         splits = [bench.default_split] + [s for s in bench.splits if s != bench.default_split]
         typer.echo(f"{name}: {', '.join(splits)}  [{bench.license}]")
         if bench.note:

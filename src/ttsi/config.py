@@ -10,7 +10,9 @@ from typing import Any
 from ttsi.errors import ConfigError
 
 METHODS = ("base", "tt-si", "tt-d", "tt-icl", "no-gate", "confident-only", "oracle")
-MEASURES = ("margin", "entropy", "perplexity")
+MEASURES = ("margin", "entropy", "perplexity", "token")
+TOKEN_STATS = ("top1", "margin", "entropy")
+VERIFIERS = ("schema", "answer-check", "consistency")  # what synthetic pairs may be checked by (ttsi.verify)
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 
 
@@ -23,6 +25,14 @@ class GateConfig:
     candidates: str = "name"  # name: answer prefix naming the function | call: greedy full first call
     normalize: str = "sum"  # sum: summed token log-prob | mean: length-normalised
     call_max_new_tokens: int = 96  # budget for completing each candidate call when candidates == "call"
+    # measure "token" (ttsi.token_gate): the greedy answer's per-position certainty against a reference profile;
+    # uncertain when at least `token_count` positions (or, if set instead, a share `token_share`) are less sure
+    # than the profile's `token_percentile`-th percentile of `token_stat`. tau is not used by this measure.
+    reference: str | None = None  # the profile file `ttsi calibrate --profile` writes
+    token_stat: str = "top1"  # top1 | margin | entropy
+    token_percentile: float = 5.0
+    token_count: int | None = 2
+    token_share: float | None = None
 
 
 @dataclass
@@ -34,6 +44,12 @@ class SynthesisConfig:
     temperature: float = 0.7
     top_p: float = 0.95
     max_new_tokens: int = 256
+    # Checks every draft must pass (ttsi.verify): schema (calls fit the tools), answer-check (a math solution's
+    # arithmetic recomputes), consistency (the model reproduces the pair's answer). [] keeps every draft that parses.
+    verify: list[str] = field(default_factory=lambda: ["schema"])
+    consistency_samples: int = 4  # M: answers sampled per synthetic question
+    consistency_temperature: float = 0.7  # T: their temperature (0: one greedy answer)
+    consistency_agree: float = 0.5  # q: the share of the M answers that must equal the pair's answer
 
 
 @dataclass
@@ -137,6 +153,9 @@ class AgentConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if g.measure == "token":
+            _check_token_gate(g)
+        _check_verify(s, self.method if self.uses_teacher and not teacher_given else None)
         if self.uses_teacher and not teacher_given and not (t.url and t.model):
             raise ConfigError(f"method {self.method} needs a teacher: give --teacher-url and --teacher-model")
         return self
@@ -166,3 +185,45 @@ class AgentConfig:
             else:
                 kwargs[key] = value
         return cls(**kwargs)
+
+
+def _check_token_gate(g: GateConfig) -> None:
+    """The token gate's settings: a reference profile, a known statistic, a percentile, one of count or share."""
+    if not g.reference:
+        raise ConfigError("the token gate (measure token) needs a reference profile: build one with "
+                          "ttsi calibrate --profile FILE --tasks REFERENCE, then give --reference FILE")
+    if g.token_stat not in TOKEN_STATS:
+        raise ConfigError(f"unknown token statistic {g.token_stat!r}; choose one of {', '.join(TOKEN_STATS)}")
+    p = g.token_percentile
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not math.isfinite(p) or not 0 <= p <= 100:
+        raise ConfigError(f"token percentile must be a number in [0, 100], got {p!r}")
+    if (g.token_count is None) == (g.token_share is None):
+        raise ConfigError("give the token gate exactly one of a position count (token_count) or a share "
+                          "(token_share)")
+    if g.token_count is not None and (not isinstance(g.token_count, int) or isinstance(g.token_count, bool)
+                                      or g.token_count < 1):
+        raise ConfigError(f"token count must be an integer of at least 1, got {g.token_count!r}")
+    share = g.token_share
+    if share is not None and (not isinstance(share, (int, float)) or isinstance(share, bool)
+                              or not math.isfinite(share) or not 0 < share <= 1):
+        raise ConfigError(f"token share must be a number in (0, 1], got {share!r}")
+
+
+def _check_verify(s: SynthesisConfig, teacher_method: str | None) -> None:
+    """The verifiers' names and the consistency settings. `teacher_method`: set when a teacher endpoint writes the
+    pairs (it has no local model to answer them again, so consistency cannot run)."""
+    if not isinstance(s.verify, (list, tuple)) or not all(isinstance(v, str) for v in s.verify):
+        raise ConfigError(f"synthesis verify must be a list of verifier names, got {s.verify!r}")
+    unknown = [v for v in s.verify if v not in VERIFIERS]
+    if unknown:
+        raise ConfigError(f"unknown verifier {unknown[0]!r}; choose from {', '.join(VERIFIERS)} (or none)")
+    m, t, q = s.consistency_samples, s.consistency_temperature, s.consistency_agree
+    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+        raise ConfigError(f"consistency samples must be an integer of at least 1, got {m!r}")
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
+        raise ConfigError(f"consistency temperature must be a finite number >= 0, got {t!r}")
+    if not isinstance(q, (int, float)) or isinstance(q, bool) or not math.isfinite(q) or not 0 < q <= 1:
+        raise ConfigError(f"consistency agree must be a number in (0, 1], got {q!r}")
+    if "consistency" in s.verify and teacher_method is not None:
+        raise ConfigError(f"the consistency verifier has the model that wrote the pairs answer them again; method "
+                          f"{teacher_method} writes them at a teacher endpoint (verify with schema instead)")

@@ -7,13 +7,16 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ttsi.engine.cache import PrefixCache
 from ttsi.engine.scoring import Scored, score_candidates
 from ttsi.errors import ConfigError, ContextLengthError, ModelLoadError
+
+if TYPE_CHECKING:
+    from ttsi.engine.decode import StepStats
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -261,14 +264,16 @@ class HFModel:
     def generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  num_return_sequences: int = 1, seed: int | None = None, seeds: Sequence[int | None] | None = None,
                  prefixes: Sequence[PrefixCache | None] | None = None,
-                 on_rows: Callable[[list[int]], None] | None = None) -> list[str]:
+                 on_rows: Callable[[list[int]], None] | None = None, stats: StepStats | None = None) -> list[str]:
         """Completions for each prompt (num_return_sequences each, prompt-major); greedy when temperature is 0.
 
         Sampling: prompt i draws from its own generator seeded with seeds[i] (or `seed` for every prompt), so its
         samples do not depend on the other prompts in the batch; a single prompt's samples are Hugging Face's
         `generate` ones for the same seed. `prefixes[i]`: prompt i's KV cache already computed (the gate's), so
         the prompt is not run again. `on_rows(origin)`: told the original indices of the rows still decoding each
-        time finished rows leave the batch (`ttsi.engine.decode`); never called by Hugging Face's loop.
+        time finished rows leave the batch (`ttsi.engine.decode`); never called by Hugging Face's loop. `stats`: a
+        `StepStats` that records every row's softmax statistics per generated token (the lean decoder only: a model
+        it does not support gets a ConfigError).
 
         A prompt gets at most what the context window leaves after it (`room`); ContextLengthError for a prompt
         that leaves nothing, ConfigError for a budget that is not a positive int.
@@ -285,6 +290,9 @@ class HFModel:
         ids = [self.encode(p) for p in prompts]
         limits = self.room(ids, max_new_tokens)
         if not supports(self.model):  # e.g. sliding-window layers: Hugging Face's loop, one budget for a batch
+            if stats is not None:
+                raise ConfigError("per-token statistics (the token gate) need full-attention layers in every layer; "
+                                  "this model has sliding-window layers")
             if temperature == 0:
                 rows = self.hf_generate_ids(ids, min(limits), temperature, top_p, num_return_sequences)
             else:  # one prompt per seed
@@ -293,7 +301,9 @@ class HFModel:
             return [self.decode(row) for row in rows]
         rows = decode(self.model, ids, max_new_tokens=limits, stop_ids=self.eos_ids, pad_id=self.pad_id,
                       temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences, seeds=seeds,
-                      prefixes=prefixes, on_rows=on_rows)
+                      prefixes=prefixes, on_rows=on_rows, stats=stats)
+        if stats is not None:
+            stats.tokens = rows
         return [self.decode(row) for row in rows]
 
     def hf_generate(self, prompts: list[str], max_new_tokens: int = 256, temperature: float = 0.0,

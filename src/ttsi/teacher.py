@@ -13,10 +13,11 @@ from typing import Any
 from ttsi import jsonio
 from ttsi.augment import OneByOne, Synthesis, select_pairs
 from ttsi.config import SynthesisConfig, TeacherConfig
-from ttsi.errors import TeacherError
+from ttsi.errors import ConfigError, TeacherError
 from ttsi.formats import AnswerFormat
 from ttsi.prompts import synthesis_messages
 from ttsi.task import Task
+from ttsi.verify import check_task
 
 # Sent when the endpoint accepts them; dropped for the session once it refuses one (reasoning models refuse
 # temperature and top_p, older servers refuse max_completion_tokens or seed).
@@ -80,6 +81,9 @@ class TeacherSynthesizer(OneByOne):
         if not (teacher.url and teacher.model):
             raise TeacherError("a teacher needs both a URL and a model name")
         self.teacher = teacher
+        if "consistency" in synthesis.verify:  # AgentConfig.validate says so first for a configured teacher
+            raise ConfigError("the consistency verifier needs the model that wrote the pairs; a teacher endpoint "
+                              "has none here (verify with schema instead)")
         self.config = synthesis
         self._client = client
         self._refused: set[str] = set()
@@ -127,6 +131,7 @@ class TeacherSynthesizer(OneByOne):
         import openai
 
         c = self.config
+        check_task(c.verify, task)  # before the request
         n = c.k * c.oversample if c.temperature > 0 else 1
         params: dict[str, Any] = {"temperature": c.temperature, "top_p": c.top_p, "seed": seed,
                                   "max_completion_tokens": c.max_new_tokens}
@@ -150,4 +155,4 @@ class TeacherSynthesizer(OneByOne):
                 return Synthesis([], error=f"teacher's reply is not a chat completion: {e}")
             except Exception as e:  # whatever else a broken reply raises inside the SDK
                 return Synthesis([], error=f"teacher failed: {type(e).__name__}: {_short(e)}")
-        return select_pairs(drafts, task, fmt, c.k, self.source)
+        return select_pairs(drafts, task, fmt, c.k, self.source, c.verify)

@@ -375,13 +375,59 @@ def _rng_scope(temperature: float, seeds: list[int | None], device: torch.device
     return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
+# ---- per-token statistics -------------------------------------------------------------------------------------
+
+STAT_NAMES = ("top1", "margin", "entropy")  # per position: p(most likely token), p(1st) - p(2nd), entropy (nats)
+
+
+class StepStats:
+    """Softmax statistics of every row at every step of one decode, recorded from the logits tokens are chosen from.
+
+    Pass one to `decode(stats=...)` (or `HFModel.generate(stats=...)`, which also sets `tokens`, each row's kept
+    token ids); afterwards `rows(lengths)` gives each row's (top1, margin, entropy) per position, cut to the tokens
+    the row kept. The softmax is the model's own distribution (temperature 1, no top-p), whatever the sampling
+    settings.
+    """
+
+    def __init__(self) -> None:
+        self.values: torch.Tensor | None = None  # (rows, max_new, 3), on the model's device
+        self.tokens: list[list[int]] | None = None  # each row's kept token ids (set by HFModel.generate)
+
+    def start(self, rows: int, steps: int, device: torch.device) -> None:
+        self.values = torch.zeros(rows, steps, len(STAT_NAMES), dtype=torch.float32, device=device)
+
+    def record(self, step: int, rows: torch.Tensor | None, logits: torch.Tensor) -> None:
+        """The statistics of `logits` (current rows, vocab) at `step`; `rows`: their original indices (None: all)."""
+        assert self.values is not None
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        top = logp.topk(min(2, logp.shape[-1]), dim=-1).values.exp()
+        second = top[:, 1] if top.shape[-1] > 1 else torch.zeros_like(top[:, 0])
+        entropy = -(logp.exp() * logp).nan_to_num().sum(-1)
+        stats = torch.stack([top[:, 0], top[:, 0] - second, entropy], dim=-1)
+        if rows is None:
+            self.values[:, step] = stats
+        else:
+            self.values[rows, step] = stats
+
+    def rows(self, lengths: Sequence[int] | None = None) -> list[list[tuple[float, float, float]]]:
+        """Each row's statistics for its first `lengths[i]` positions (default: the tokens it kept)."""
+        if lengths is None:
+            assert self.tokens is not None, "give the lengths, or generate through HFModel.generate"
+            lengths = [len(t) for t in self.tokens]
+        if self.values is None:
+            return [[] for _ in lengths]
+        values = self.values.cpu().tolist()
+        return [[tuple(v) for v in row[:n]] for row, n in zip(values, lengths, strict=True)]  # type: ignore[misc]
+
+
 # ---- the decode -----------------------------------------------------------------------------------------------
 
 def decode(model: Any, prompts: list[list[int]], *, max_new_tokens: int | Sequence[int], stop_ids: Sequence[int],
            pad_id: int, temperature: float = 0.0, top_p: float = 1.0, num_return_sequences: int = 1,
            seeds: Sequence[int | None] | None = None,
            prefixes: Sequence[PrefixCache | None] | None = None,
-           on_rows: Callable[[list[int]], None] | None = None) -> list[list[int]]:
+           on_rows: Callable[[list[int]], None] | None = None,
+           stats: StepStats | None = None) -> list[list[int]]:
     """New token ids per row (prompt-major, `num_return_sequences` rows per prompt), what `generate` would produce.
 
     Greedy when `temperature` is 0, else transformers' sampling (temperature, top-p, multinomial) with prompt i's
@@ -389,8 +435,8 @@ def decode(model: Any, prompts: list[list[int]], *, max_new_tokens: int | Sequen
     untouched). A row ends with the first of `stop_ids` it produces (kept in the row) or after its
     `max_new_tokens` (an int, one per prompt or one per row). `prefixes[i]`, when given, is prompt i's
     precomputed KV cache: the prompt is not run again. `on_rows(origin)` is called whenever finished rows leave the
-    batch, with the original indices of the rows the next forwards run. Token ids in, token ids out: decoding text
-    is the caller's.
+    batch, with the original indices of the rows the next forwards run. `stats`, when given, records every row's
+    softmax statistics at every step (`StepStats`). Token ids in, token ids out: decoding text is the caller's.
     """
     plan = _plan(prompts, max_new_tokens, num_return_sequences, seeds, prefixes, temperature, top_p)
     runner = _Model.of(model)
@@ -403,7 +449,7 @@ def decode(model: Any, prompts: list[list[int]], *, max_new_tokens: int | Sequen
         cache = BufferCache(runner.num_layers, plan.rows, plan.width + plan.max_new)
         first = _start(runner, cache, plan, pad_id)
         choose = _Sampler(plan, temperature, top_p, runner.device)
-        tokens = _loop(runner, cache, plan, first, choose, stop_ids, pad_id, on_rows)
+        tokens = _loop(runner, cache, plan, first, choose, stop_ids, pad_id, on_rows, stats)
     return _trim(tokens, plan.limits, set(stop_ids))
 
 
@@ -475,7 +521,8 @@ def _decode_mask(runner: _Model, plan: _Plan) -> torch.Tensor | None:
 
 
 def _loop(runner: _Model, cache: BufferCache, plan: _Plan, logits: torch.Tensor, choose: _Sampler,
-          stop_ids: Sequence[int], pad_id: int, on_rows: Callable[[list[int]], None] | None) -> list[list[int]]:
+          stop_ids: Sequence[int], pad_id: int, on_rows: Callable[[list[int]], None] | None,
+          stats: StepStats | None = None) -> list[list[int]]:
     """Choose a token per row, feed it, repeat until every row is done; the chosen tokens (rows, steps) on the CPU.
 
     A finished row is fed the pad token and keeps being sampled (its draw discarded), exactly as `generate` does, so
@@ -491,10 +538,14 @@ def _loop(runner: _Model, cache: BufferCache, plan: _Plan, logits: torch.Tensor,
     per_row_limits = len(set(plan.limits)) > 1
     tokens = torch.full((plan.rows, max_new), pad_id, dtype=torch.long, device=device)
     batch = _Batch(plan, runner, choose, on_rows)
+    if stats is not None:
+        stats.start(plan.rows, max_new, device)
     # rows can only end before max_new on a stop token or a shorter limit; a GPU is only asked every few steps
     check_every = (1 if device.type == "cpu" else CUDA_CHECK_EVERY) if stop_list or per_row_limits else max_new
     steps = 0
     for step in range(max_new):
+        if stats is not None:
+            stats.record(step, batch.origin_index, logits)
         token = choose(logits).masked_fill(batch.finished, pad_id)
         batch.write(tokens, step, token)
         steps = step + 1
@@ -579,4 +630,4 @@ def _trim(tokens: list[list[int]], limits: list[int], stops: set[int]) -> list[l
     return out
 
 
-__all__ = ["BufferCache", "BufferLayer", "decode", "supports"]
+__all__ = ["STAT_NAMES", "BufferCache", "BufferLayer", "StepStats", "decode", "supports"]

@@ -33,6 +33,9 @@ def check_sweep(config: AgentConfig, taus: list[float]) -> None:
         raise ConfigError("give at least one tau")
     if len(taus) > 1 and config.method not in GATED:
         raise ConfigError(f"a tau sweep needs a gated method ({', '.join(GATED)}), not {config.method}")
+    if len(taus) > 1 and config.gate.measure == "token":
+        raise ConfigError("a tau sweep reads the candidate measures; the token gate decides by its position count "
+                          "or share (run one setting per run)")
     for tau in taus:
         if not 0 <= tau <= 1:
             raise ConfigError(f"tau must be in [0, 1], got {tau}")

@@ -47,10 +47,12 @@ def auroc(scores: list[float], positives: list[bool]) -> float:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def gate_quality(confidences: list[float], base_correct: list[bool], tau: float) -> dict[str, float]:
-    """How well `confidence < tau` predicts a base-model error: AUROC of 1 - confidence, TPR and FPR at tau."""
+def gate_quality(confidences: list[float], base_correct: list[bool], tau: float,
+                 flagged: list[bool] | None = None) -> dict[str, float]:
+    """How well the gate predicts a base-model error: AUROC of 1 - confidence, TPR and FPR at the operating point
+    (`flagged`, the decisions taken; default `confidence < tau`)."""
     wrong = [not c for c in base_correct]
-    flagged = [c < tau for c in confidences]
+    flagged = [c < tau for c in confidences] if flagged is None else flagged
     n_wrong, n_right = sum(wrong), len(wrong) - sum(wrong)
     tp = sum(f and w for f, w in zip(flagged, wrong, strict=True))
     fp = sum(f and not w for f, w in zip(flagged, wrong, strict=True))

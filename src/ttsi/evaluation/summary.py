@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter, defaultdict
 from typing import Any
 
 from ttsi import jsonio
 from ttsi.benchmarks import Benchmark, ItemScore
-from ttsi.evaluation.stats import gate_quality, mean_std, percentile
+from ttsi.evaluation.stats import auroc, gate_quality, mean_std, percentile
+from ttsi.measures import entropy_confidence, margin
 from ttsi.provenance import git_commit, versions
 from ttsi.task import Task
 from ttsi.trace import STAGES
@@ -46,7 +48,9 @@ def summarize(records: list[dict[str, Any]], bench: Benchmark, split: str, taus:
     known = [r for r in records if r["gate"] and r["base_correct"] is not None]
     if known:
         out["gate"] = gate_quality([r["gate"]["confidence"] for r in known], [r["base_correct"] for r in known],
-                                   taus[-1]) | {"measure": known[0]["gate"]["measure"], "n": len(known)}
+                                   taus[-1], [r["gate"]["uncertain"] for r in known]) | {
+            "measure": known[0]["gate"]["measure"], "n": len(known)}
+        out["gate_measures"] = _gate_measures(known)
         base_known = [r for r in adapted if r["base_correct"] is not None]
         out["adapted_effect"] = {"fixed": sum(r["correct"] and not r["base_correct"] for r in base_known),
                                  "broken": sum(r["base_correct"] and not r["correct"] for r in base_known),
@@ -54,6 +58,43 @@ def summarize(records: list[dict[str, Any]], bench: Benchmark, split: str, taus:
     if len(taus) > 1:
         out["by_tau"] = [_at_tau(by_seed, seeds, tau) for tau in taus]
     return out
+
+
+def _gate_measures(known: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """AUROC against base errors of every confidence the records carry, side by side: the candidate measures
+    (RSS margin, entropy over the candidates, the top candidate's 1 / perplexity) where candidates were scored, the
+    token measures (1 - unsure share, mean token log-prob, minimum token probability, mean entropy) where the
+    token gate ran."""
+    wrong = [not r["base_correct"] for r in known]
+    columns: dict[str, list[float]] = {}
+    for name, pick in _MEASURES.items():
+        values = [pick(r["gate"]) for r in known]
+        if all(v is not None for v in values):
+            columns[name] = values
+    return {name: {"auroc": auroc([1 - v for v in values], wrong), "n": len(values)}
+            for name, values in columns.items()}
+
+
+def _candidate(g: dict[str, Any], measure: str) -> float | None:
+    if not g.get("probs"):
+        return None
+    probs, top = g["probs"], max(range(len(g["probs"])), key=g["probs"].__getitem__)
+    if measure == "margin":
+        return margin(probs)
+    if measure == "entropy":
+        return entropy_confidence(probs)
+    return math.exp(g["logprobs"][top] / g["n_tokens"][top]) if g["n_tokens"][top] else None
+
+
+_MEASURES: dict[str, Any] = {
+    "rss_margin": lambda g: _candidate(g, "margin"),
+    "rss_entropy": lambda g: _candidate(g, "entropy"),
+    "rss_perplexity": lambda g: _candidate(g, "perplexity") if g.get("measure") != "token" else None,
+    "token_share": lambda g: 1 - g["tokens"]["share"] if g.get("tokens") else None,
+    "mean_token_logprob": lambda g: g["tokens"]["measures"]["mean_logprob"] if g.get("tokens") else None,
+    "min_token_prob": lambda g: g["tokens"]["measures"]["min_prob"] if g.get("tokens") else None,
+    "mean_token_entropy": lambda g: g["tokens"]["measures"]["mean_entropy"] if g.get("tokens") else None,
+}
 
 
 def _rate(records: list[dict[str, Any]], key: str, pick: Any = bool) -> float:
