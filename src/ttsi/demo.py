@@ -207,21 +207,31 @@ def print_table(rows: list[dict[str, Any]], plan: Plan, console: Console) -> Non
     """The paper-style comparison: accuracy mean ± std per split, adaptation counts, latency, gate AUROC."""
     table = Table(title=f"SealShift, {len(plan.seeds)} seed(s); out-of-domain n={plan.n['ood']}, "
                         f"in-domain n={plan.n['id']}", box=box.SIMPLE_HEAD)
-    for column in ("method", "OOD acc", "ID acc", "adapt", "synth", "+s", "AUROC"):
+    for column in ("method", "OOD acc", "OOD vs base (95% CI)", "ID acc", "adapt", "synth", "+s", "AUROC"):
         table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
     by = {(method_label(r), r["split"]): r for r in rows}
     for method in plan.methods:
         ood, ind = by.get((method, "ood")), by.get((method, "id"))
-        table.add_row(method, _acc(ood), _acc(ind), _per_seed(ood, "adapted"), _per_seed(ood, "synthetic_used"),
-                      _extra(ood), _auroc(ood))
+        table.add_row(method, _acc(ood), _vs_base(ood), _acc(ind), _per_seed(ood, "adapted"),
+                      _per_seed(ood, "synthetic_used"), _extra(ood), _auroc(ood))
     console.print(table)
     console.print("acc: exact call, mean ± std over seeds. On the out-of-domain test: adapt: inputs answered by an "
                   "adapted model, synth: synthetic pairs trained on (per seed); +s: median synthesis + training + "
-                  "reset seconds per adapted input; AUROC: gate confidence against base errors.")
+                  "reset seconds per adapted input; AUROC: gate confidence against base errors. vs base: the "
+                  "difference from the base model's answers to the same items and seeds (points), with its paired "
+                  "bootstrap 95% CI and verdict: a method helps only when the whole interval is above 0.")
 
 
 def _acc(s: dict[str, Any] | None) -> str:
     return f"{100 * s['accuracy']['mean']:.1f} ± {100 * s['accuracy']['std']:.1f}" if s else "-"
+
+
+def _vs_base(s: dict[str, Any] | None) -> str:
+    c = (s or {}).get("vs_base")
+    if not c:
+        return "-"
+    return (f"{100 * c['difference']:+.1f} ({100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f}) "
+            f"{c['verdict']}")
 
 
 def _per_seed(s: dict[str, Any] | None, key: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ttsi import jsonio
 from ttsi.errors import FileError, TaskError
+from ttsi.evaluation.compare import across_runs
 from ttsi.evaluation.records import RESULTS, SUMMARY, json_type, read_records
 from ttsi.evaluation.stats import auroc
 
@@ -33,7 +34,7 @@ _SUMMARY_KEYS: dict[str, tuple[tuple[type, ...], str, tuple[str, ...]]] = {
     "accuracy": ((dict,), "an object", ("mean", "std")), "adapted": ((dict,), "an object", ("fraction",)),
     "synthetic_used": ((dict,), "an object", ("mean",)),
 }
-_OPTIONAL_DICTS = ("settings", "gate", "adapted_effect", "extra_s_per_adapted", "majority")
+_OPTIONAL_DICTS = ("settings", "gate", "adapted_effect", "extra_s_per_adapted", "majority", "vs_base")
 
 
 def summary_problem(summary: Any) -> str | None:
@@ -77,6 +78,11 @@ def _num(x: Any, fmt: str = ".3f") -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
+AGAINST_NOTE = ("A method helps (or hurts) only where the whole 95% interval lies above (or below) 0. The interval is "
+                "a paired bootstrap over items (all seeds of an item resampled together, 10,000 resamples); fixed / "
+                "broken count the paired outcomes that changed, with the exact two-sided sign test on them.")
+
+
 def write_report(paths: list[Path], out: Path) -> Path:
     runs = [load_run(Path(p)) for p in paths]
     if not runs:
@@ -84,8 +90,13 @@ def write_report(paths: list[Path], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# ttsi report", "", f"Generated {time.strftime('%Y-%m-%d %H:%M:%S')} from:", ""]
     lines += [_source(r) for r in runs]
-    lines += ["", "## Accuracy (%), mean ± std over seeds", "", *_comparison(runs), "",
-              "## Details", "", *_details(runs)]
+    lines += ["", "## Accuracy (%), mean ± std over seeds", "", *_comparison(runs), ""]
+    against = against_base(runs)
+    if against:
+        lines += ["## Against the base model (paired: same items, same seeds)", "", *_against_table(against), "",
+                  AGAINST_NOTE,
+                  ""]
+    lines += ["## Details", "", *_details(runs)]
     sweeps = [r for r in runs if r["summary"].get("by_tau")]
     if sweeps:
         lines += ["", "## Accuracy against tau", "", *_sweep_table(sweeps)]
@@ -142,6 +153,38 @@ def _comparison(runs: list[dict[str, Any]]) -> list[str]:
             row += f" | {100 * sum(means) / len(means):.2f}" if len(means) == len(columns) else " | -"
         rows.append(row + " |")
     return rows
+
+
+def against_base(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(column, method, source, comparison) for every non-base run: against the base run of its benchmark:split in
+    this report when there is one (paired on its records), else against the base answers it recorded itself."""
+    base = {f"{r['summary']['benchmark']}:{r['summary']['split']}": r for r in runs
+            if r["summary"]["method"] == "base" and method_label(r["summary"]) == "base"}
+    out = []
+    for r in runs:
+        s = r["summary"]
+        column = f"{s['benchmark']}:{s['split']}"
+        if s["method"] == "base" and method_label(s) == "base":
+            continue
+        if column in base:
+            c = across_runs(r["records"], base[column]["records"])
+            if c is not None:
+                out.append((column, method_label(s), "base run", c))
+                continue
+        if s.get("vs_base"):
+            out.append((column, method_label(s), "own base answers", s["vs_base"]))
+    return out
+
+
+def _against_table(rows: list[tuple[str, str, str, dict[str, Any]]]) -> list[str]:
+    lines = ["| benchmark:split | method | difference (points) | 95% CI | fixed / broken | sign test p | per seed | "
+             "verdict | paired against |", "|" + "---|" * 9]
+    for column, method, source, c in rows:
+        per_seed = ", ".join(f"{100 * d:+.1f}" for d in c["per_seed"].values())
+        lines.append(f"| {column} | {method} | {100 * c['difference']:+.2f} | {100 * c['ci_low']:+.2f} to "
+                     f"{100 * c['ci_high']:+.2f} | {c['fixed']} / {c['broken']} | {c['sign_test_p']:.3g} | "
+                     f"{per_seed} | **{c['verdict']}** | {source} ({c['pairs']} pairs) |")
+    return lines
 
 
 def _details(runs: list[dict[str, Any]]) -> list[str]:
@@ -219,6 +262,24 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
     fig.savefig(out / "accuracy_per_method.png", dpi=120)
     plt.close(fig)
     written.append("accuracy_per_method.png")
+
+    against = against_base(runs)
+    if against:
+        fig, ax = plt.subplots(figsize=(6, 0.45 * len(against) + 1.2))
+        ys = list(range(len(against)))[::-1]
+        diffs = [100 * c["difference"] for *_, c in against]
+        lows = [100 * (c["difference"] - c["ci_low"]) for *_, c in against]
+        highs = [100 * (c["ci_high"] - c["difference"]) for *_, c in against]
+        colors = [{"helps": "#55A868", "hurts": "#C44E52"}.get(c["verdict"], "#8C8C8C") for *_, c in against]
+        for y, d, lo, hi, color in zip(ys, diffs, lows, highs, colors, strict=True):
+            ax.errorbar([d], [y], xerr=[[lo], [hi]], fmt="o", capsize=3, color=color)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(ys, [f"{m} ({col})" for col, m, _, _ in against], fontsize=7)
+        ax.set_xlabel("accuracy difference from base (points), 95% paired bootstrap CI")
+        fig.tight_layout()
+        fig.savefig(out / "difference_from_base.png", dpi=120)
+        plt.close(fig)
+        written.append("difference_from_base.png")
 
     sweeps = [r for r in runs if r["summary"].get("by_tau")]
     if sweeps:

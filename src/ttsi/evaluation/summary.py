@@ -9,6 +9,7 @@ from typing import Any
 
 from ttsi import jsonio
 from ttsi.benchmarks import Benchmark, ItemScore
+from ttsi.evaluation.compare import within_run
 from ttsi.evaluation.stats import auroc, gate_quality, mean_std, percentile
 from ttsi.measures import entropy_confidence, margin
 from ttsi.provenance import git_commit, versions
@@ -55,6 +56,9 @@ def summarize(records: list[dict[str, Any]], bench: Benchmark, split: str, taus:
         out["adapted_effect"] = {"fixed": sum(r["correct"] and not r["base_correct"] for r in base_known),
                                  "broken": sum(r["base_correct"] and not r["correct"] for r in base_known),
                                  "n": len(base_known)}
+    vs_base = within_run(records)
+    if vs_base is not None:  # the run against the base answers it recorded: CI, fixed / broken, sign test
+        out["vs_base"] = vs_base
     if len(taus) > 1:
         out["by_tau"] = [_at_tau(by_seed, seeds, tau) for tau in taus]
     return out
