@@ -13,13 +13,20 @@ from ttsi.cli_common import (
     EPOCHS,
     LR,
     MAX_NEW_TOKENS,
+    MEASURE,
     METHOD,
+    REFERENCE,
     TAU,
     TEACHER_KEY_ENV,
     TEACHER_MODEL,
     TEACHER_URL,
+    TOKEN_COUNT,
+    TOKEN_PERCENTILE,
+    TOKEN_SHARE,
+    TOKEN_STAT,
     K,
     cli_errors,
+    gate_config,
     quiet_libraries,
 )
 from ttsi.config import AgentConfig, GateConfig, LearnConfig, SynthesisConfig, TeacherConfig
@@ -45,6 +52,12 @@ def serve_command(
                                                                 "directory's name, or the id)."),
     method: str = METHOD,
     tau: float = TAU,
+    measure: str = MEASURE,
+    reference: str | None = REFERENCE,
+    token_stat: str = TOKEN_STAT,
+    token_percentile: float = TOKEN_PERCENTILE,
+    token_count: int | None = TOKEN_COUNT,
+    token_share: float | None = TOKEN_SHARE,
     k: int = K,
     epochs: int = EPOCHS,
     lr: float = LR,
@@ -72,7 +85,9 @@ def serve_command(
     from ttsi.serve.security import key_from_env
     from ttsi.serve.settings import ServeSettings
 
-    config = AgentConfig(method=method, gate=GateConfig(tau=tau), synthesis=SynthesisConfig(k=k),
+    gate = gate_config(tau, measure, GateConfig.candidates, GateConfig.normalize, reference, token_stat,
+                       token_percentile, token_count, token_share)
+    config = AgentConfig(method=method, gate=gate, synthesis=SynthesisConfig(k=k),
                          teacher=TeacherConfig(url=teacher_url, model=teacher_model, api_key_env=teacher_key_env),
                          learn=LearnConfig(epochs=epochs, lr=lr), max_new_tokens=max_new_tokens, seed=seed)
     settings = ServeSettings(model_name=name or served_name(model), agent=config, format=answer_format,

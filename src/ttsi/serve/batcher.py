@@ -71,8 +71,9 @@ class Batcher:
         self._cond = threading.Condition()
         self._stopping = False
         self._held = 0
-        self._agent: SelfImprovingAgent | None = None
-        self._agent_key: str | None = None
+        # the default agent now, so that what it loads (the token gate's profile) is checked before serving
+        self._agent: SelfImprovingAgent | None = SelfImprovingAgent(model, default)
+        self._agent_key: str | None = config_key(default)
         self._thread = threading.Thread(target=self._run, name="ttsi-serve-worker", daemon=True)
 
     # ---- the queue -----------------------------------------------------------------------------------------------
