@@ -1,4 +1,8 @@
-"""API-Bank: the loader, the official prompt, the answer format and the offline scorer's rules."""
+"""API-Bank: the loader, the official prompt, the answer format, and the scorer in both modes on the data.
+
+The official mode's per-API rules are pinned by hand cases in test_bench_apibank_official.py; here the rules both
+modes share, the lenient mode's verdicts (ttsi's reading before issue 21), and every gold answer of the data.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,8 @@ from ttsi.schema import CallError, check_calls
 from ttsi.task import Call, Task, Tool
 
 FIXTURE = Path(__file__).parent / "fixtures" / "apibank"
-BENCH = APIBank()
+BENCH = APIBank()  # official scoring, the default
+LENIENT = BENCH.with_scoring("lenient")
 COUNTS = {"level-1": 399, "level-2": 135}  # SCORING.md section 7
 
 
@@ -302,30 +307,32 @@ def agenda(**changes: str) -> str:
     return f"API-Request: [AddAgenda({', '.join(f'{k}={v}' for k, v in args.items() if v)})]"
 
 
-@pytest.mark.parametrize(("output", "reason"), [
-    (AGENDA_GOLD, None),
+@pytest.mark.parametrize(("output", "official", "lenient"), [
+    (AGENDA_GOLD, None, None),
     ("[AddAgenda(location='Beijing', time='2023-03-20 14:00:00', content='Meeting with John', token='t1')]",
-     None),
+     None, None),
     ('Sure.\nAPI-Request: [AddAgenda(token="t1", content="Meeting with John", time = "2023-03-20 14:00:00", '
-     'location="Beijing")]\nAI: ok', None),
-    ("I will add it.", "parse_error"),
-    (agenda()[:-2], "parse_error"),
-    (agenda().replace("AddAgenda", "AddMeeting"), "wrong_function"),
-    (agenda(location=""), "missing_argument"),
-    (agenda(note="'x'"), "unexpected_argument"),
-    # stricter than the official AddAgenda check (content Jaccard > 0.5): strings compare exactly
-    (agenda(content="'Meeting with John Smith'"), "wrong_value"),
-    (agenda(content="'meeting with John'"), "wrong_value"),
-    (agenda(content="'Meeting with John '"), "wrong_value"),
+     'location="Beijing")]\nAI: ok', None, None),
+    ("I will add it.", "parse_error", "parse_error"),
+    (agenda()[:-2], "parse_error", "parse_error"),
+    (agenda().replace("AddAgenda", "AddMeeting"), "wrong_function", "wrong_function"),
+    (agenda(location=""), "missing_argument", "missing_argument"),
+    (agenda(note="'x'"), "unexpected_argument", "unexpected_argument"),
+    # AddAgenda's official rule: content words overlap with Jaccard above 0.5 (case-sensitive); lenient: exact
+    (agenda(content="'Meeting with John Smith'"), None, "wrong_value"),   # 3 / 4
+    (agenda(content="'Meeting with John '"), None, "wrong_value"),        # 3 / 4: '' is a word of split(" ")
+    (agenda(content="'meeting with John'"), "wrong_value", "wrong_value"),  # 2 / 4, not above 0.5
+    (agenda(location="'beijing'"), "wrong_value", "wrong_value"),          # the location compares exactly
     # the first call counts, as in the official reading; one line is read greedily to its last `)]`
-    (f"{AGENDA_GOLD}\nAPI-Request: [GetToday()]", None),
-    (f"API-Request: [GetToday()]\n{AGENDA_GOLD}", "wrong_function"),
-    (f"{AGENDA_GOLD} [GetToday(x='1')]", "unexpected_argument"),
+    (f"{AGENDA_GOLD}\nAPI-Request: [GetToday()]", None, None),
+    (f"API-Request: [GetToday()]\n{AGENDA_GOLD}", "wrong_function", "wrong_function"),
+    (f"{AGENDA_GOLD} [GetToday(x='1')]", "unexpected_argument", "unexpected_argument"),
 ])
-def test_scoring_rules(output, reason):
-    score = BENCH.score(make_task([AGENDA], AGENDA_GOLD), output)
-    assert (score.correct, score.reason) == (reason is None, reason), score.detail
-    assert score.counts["calls"] == 1 and score.counts["correct"] == int(reason is None)
+def test_scoring_rules(output, official, lenient):
+    for bench, reason in ((BENCH, official), (LENIENT, lenient)):
+        score = bench.score(make_task([AGENDA], AGENDA_GOLD), output)
+        assert (score.correct, score.reason) == (reason is None, reason), (bench.scoring, score.detail)
+        assert score.counts["calls"] == 1 and score.counts["correct"] == int(reason is None)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -336,8 +343,9 @@ def test_scoring_rules(output, reason):
 def test_int_parameters_compare_as_integers(value, reason):
     task = make_task([api("BookHotel", {"hotel": "str", "adults": "int"})],
                      "API-Request: [BookHotel(hotel='Hilton', adults='2')]")
-    score = BENCH.score(task, f"API-Request: [BookHotel(hotel='Hilton', adults={value})]")
-    assert (score.correct, score.reason) == (reason is None, reason)
+    for bench in (BENCH, LENIENT):
+        score = bench.score(task, f"API-Request: [BookHotel(hotel='Hilton', adults={value})]")
+        assert (score.correct, score.reason) == (reason is None, reason)
 
 
 @pytest.mark.parametrize(("gold", "value", "reason"), [
@@ -347,10 +355,11 @@ def test_int_parameters_compare_as_integers(value, reason):
     ("False", "'True'", "wrong_value"),
 ])
 def test_bool_parameters_compare_as_the_executor_reads_them(gold, value, reason):
-    task = make_task([api("TimedSwitch", {"name": "str", "on": "bool"})],
-                     f"API-Request: [TimedSwitch(name='lamp', on='{gold}')]")
-    score = BENCH.score(task, f"API-Request: [TimedSwitch(name='lamp', on={value})]")
-    assert (score.correct, score.reason) == (reason is None, reason)
+    task = make_task([api("SetLamp", {"name": "str", "on": "bool"})],
+                     f"API-Request: [SetLamp(name='lamp', on='{gold}')]")
+    for bench in (BENCH, LENIENT):
+        score = bench.score(task, f"API-Request: [SetLamp(name='lamp', on={value})]")
+        assert (score.correct, score.reason) == (reason is None, reason)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -361,20 +370,24 @@ def test_bool_parameters_compare_as_the_executor_reads_them(gold, value, reason)
     ("'Ann, Bo'", "wrong_type"),
 ])
 def test_list_parameters_compare_as_lists(value, reason):
-    task = make_task([api("AddMeeting", {"topic": "str", "attendees": "list(str)"})],
-                     "API-Request: [AddMeeting(topic='Sync', attendees='['Ann', 'Bo']')]")
-    score = BENCH.score(task, f"API-Request: [AddMeeting(topic='Sync', attendees={value})]")
-    assert (score.correct, score.reason) == (reason is None, reason), score.detail
+    task = make_task([api("Invite", {"topic": "str", "attendees": "list(str)"})],
+                     "API-Request: [Invite(topic='Sync', attendees='['Ann', 'Bo']')]")
+    for bench in (BENCH, LENIENT):
+        score = bench.score(task, f"API-Request: [Invite(topic='Sync', attendees={value})]")
+        assert (score.correct, score.reason) == (reason is None, reason), score.detail
 
 
 def test_an_optional_parameter_written_with_its_default_is_an_extra_argument():
     translate = api("Translate", {"src": "str", "src_lang": "str", "tgt_lang": "str"},
                     optional=("src_lang", "tgt_lang"))
     task = make_task([translate], "API-Request: [Translate(src='hello', tgt_lang='fr')]")
-    assert BENCH.score(task, "[Translate(src='hello', tgt_lang='fr')]").correct
-    # officially the executor fills src_lang='auto' into both input dicts
-    assert BENCH.score(task, "[Translate(src='hello', src_lang='auto', tgt_lang='fr')]").reason == \
-        "unexpected_argument"
+    for bench in (BENCH, LENIENT):
+        assert bench.score(task, "[Translate(src='hello', tgt_lang='fr')]").correct
+    # officially Translate's `call` takes the languages through **kwargs and records only those given: 'auto'
+    # is no language it knows (it raises 'Language not supported.'), so the output differs from the gold's
+    pred = "[Translate(src='hello', src_lang='auto', tgt_lang='fr')]"
+    assert BENCH.score(task, pred).reason == "wrong_value"
+    assert LENIENT.score(task, pred).reason == "unexpected_argument"
 
 
 def test_executor_conversion():
@@ -387,10 +400,12 @@ def test_executor_conversion():
 def test_metrics_and_counts():
     task = make_task([AGENDA], AGENDA_GOLD)
     outputs = (AGENDA_GOLD, agenda(location="'Paris'"), "no call", "[GetToday()]")
-    scores = [BENCH.score(task, o) for o in outputs]
-    assert [s.reason for s in scores] == [None, "wrong_value", "parse_error", "wrong_function"]
-    assert BENCH.metrics([task] * 4, scores) == {"accuracy": 0.25, "api_name_accuracy": 0.5}
-    assert BENCH.metrics([], []) == {}
+    for bench in (BENCH, LENIENT):
+        scores = [bench.score(task, o) for o in outputs]
+        assert [s.reason for s in scores] == [None, "wrong_value", "parse_error", "wrong_function"]
+        assert bench.metrics([task] * 4, scores) == {"accuracy": 0.25, "api_name_accuracy": 0.5, "gold_fails": 0,
+                                                     "accuracy_where_gold_passes": 0.25}
+        assert bench.metrics([], []) == {}
 
 
 # ---- malformed data ----------------------------------------------------------------------------------------
@@ -445,27 +460,85 @@ def test_full_counts_ids_and_prompts(full):
     level_2 = full["level-2"][1]
     assert all(t.tools[0].name == "ToolSearcher" for t in level_2)
     assert Counter(tuple(BENCH.subsets(t)) for t in level_2) == {
-        ("toolsearcher",): 45, ("found_api",): 76, ("found_api", "gold_api_not_shown"): 14}
+        ("toolsearcher",): 45, ("found_api",): 75, ("found_api", "gold_api_not_shown"): 13,
+        ("found_api", "official_gold_fails"): 1, ("found_api", "gold_api_not_shown", "official_gold_fails"): 1}
 
 
-def test_every_gold_answer_scores_correct(full):
+# The gold calls the official evaluator itself rejects (so no prediction can pass there), by cause: 24 of 399
+# level-1 items and 2 of 135 level-2 items. Issue 21 counted 21 (QueryScene's case, TimedSwitch's device_id and
+# dialogue state); reading every API's source adds DeleteMeeting's KeyError and two dialogue-state items.
+GOLD_FAILURES = {
+    "level-1": {"executor: device_id (TimedSwitch 3, CancelTimedSwitch 5)": 8,
+                "QueryScene's case (issue 21, unverified)": 5,
+                "DeleteMeeting's KeyError": 1,
+                "state: ForgotPassword's second call": 4,
+                "state: a password the dialogue set": 2,
+                "state: a user the dialogue deleted": 1,
+                "state: a record the dialogue created": 3},
+    "level-2": {"DeleteMeeting's KeyError": 2},
+}
+
+
+def _cause(failure: str) -> str:
+    for key, needle in (("executor: device_id (TimedSwitch 3, CancelTimedSwitch 5)", "device_id"),
+                        ("QueryScene's case (issue 21, unverified)", "issue 21"),
+                        ("DeleteMeeting's KeyError", "input['time']"),
+                        ("state: ForgotPassword's second call", "ForgotPassword's second call"),
+                        ("state: a password the dialogue set", "the password"),
+                        ("state: a user the dialogue deleted", "deleted it first"),
+                        ("state: a record the dialogue created", "reads the record")):
+        if needle in failure:
+            return key
+    return failure
+
+
+def test_the_golds_the_official_evaluator_rejects(full):
+    found = {split: Counter(_cause(t.meta["official_gold_failure"]) for t in tasks
+                            if t.meta["official_gold_failure"]) for split, (_, tasks) in full.items()}
+    assert found == GOLD_FAILURES
+    assert sum(sum(c.values()) for c in found.values()) == 26
     for _, tasks in full.values():
+        for task in tasks:
+            fails = task.meta["official_gold_failure"] is not None
+            assert ("official_gold_fails" in BENCH.subsets(task)) is fails
+            assert BENCH.score(task, fmt().render(task.answer)).counts["gold_fails"] == int(fails)
+
+
+def test_every_gold_answer_scores_as_the_official_evaluator_would(full):
+    """Rendered as ttsi writes them (list values bare): officially correct but where the gold itself fails;
+    leniently all correct, as before."""
+    for split, (_, tasks) in full.items():
+        verdicts = Counter()
         for task in tasks:
             text = fmt().render(task.answer)
             assert fmt().parse(text) == task.answer
-            assert BENCH.score(task, text).correct, (task.id, text)
+            assert LENIENT.score(task, text).correct, (task.id, text)
+            official = BENCH.score(task, text)
+            assert official.correct is (task.meta["official_gold_failure"] is None), (task.id, official)
+            verdicts[official.reason] += 1
+        assert verdicts == {None: len(tasks) - sum(GOLD_FAILURES[split].values()),
+                            "gold_fails_officially": sum(GOLD_FAILURES[split].values())}
+    # Over both splits the two modes agree on 508 of the 534 golds (95.1%): they differ on the 26 above.
+    metrics = BENCH.metrics(full["level-1"][1], [BENCH.score(t, fmt().render(t.answer)) for t in full["level-1"][1]])
+    assert metrics == {"accuracy": 375 / 399, "api_name_accuracy": 1.0, "gold_fails": 24,
+                       "accuracy_where_gold_passes": 1.0}
 
 
 def test_gold_texts_as_written(full):
-    """The `expected_output` strings themselves: all correct but those with a list value.
+    """The `expected_output` strings themselves: all correct but those with a list value (and, officially, the
+    golds that fail).
 
     The gold writes list values quoted (`attendees='['Ann', 'Bo']'`), which the official regex reads as '[';
     the official executor's json.loads then fails on it, so those texts would not pass the official check
-    either (31 level-1 and 10 level-2 items: the meeting APIs' attendees, RecordHealthData's health_data).
+    either (31 level-1 and 10 level-2 items: the meeting APIs' attendees, RecordHealthData's health_data; the
+    level-1 DeleteMeeting gold and both level-2 ones are among them).
     """
-    wrong = {split: Counter(s.reason for s in (BENCH.score(t, t.meta["gold"]["text"]) for t in tasks)
-                            if not s.correct) for split, (_, tasks) in full.items()}
-    assert wrong == {"level-1": {"wrong_type": 31}, "level-2": {"wrong_type": 10}}
+    wrong = {bench.scoring: {split: Counter(s.reason for s in (bench.score(t, t.meta["gold"]["text"]) for t in tasks)
+                                            if not s.correct) for split, (_, tasks) in full.items()}
+             for bench in (BENCH, LENIENT)}
+    assert wrong == {"lenient": {"level-1": {"wrong_type": 31}, "level-2": {"wrong_type": 10}},
+                     "official": {"level-1": {"wrong_type": 31, "gold_fails_officially": 23},
+                                  "level-2": {"wrong_type": 10}}}
 
 
 def test_gold_calls_against_the_tool_schemas(full):

@@ -1,4 +1,4 @@
-"""NexusRaven: the Python-call answer format, the signature-binding scorer, and the loader.
+"""NexusRaven: the Python-call answer format, the signature-binding scorer (official and lenient), and the loader.
 
 The data is CC-BY-NC-4.0, so nothing of it is copied here: hand-written cases use invented functions, and the
 full-data checks read the shared data directory (skipped when absent).
@@ -14,7 +14,7 @@ import pytest
 
 from ttsi.benchmarks import ItemScore, get_benchmark
 from ttsi.benchmarks.nexusraven import NexusRaven, tool_from_api
-from ttsi.benchmarks.nexusraven.format import NexusRavenFormat, stub_signature
+from ttsi.benchmarks.nexusraven.format import NexusRavenFormat, stub_signature, whole_output_call
 from ttsi.errors import TaskError
 from ttsi.formats import register_format
 from ttsi.formats.base import AnswerParseError
@@ -23,7 +23,8 @@ from ttsi.schema import check_calls
 from ttsi.task import Call, Task, Tool
 
 FMT = NexusRavenFormat()
-BENCH = NexusRaven()
+BENCH = NexusRaven()  # official scoring, the default
+LENIENT = BENCH.with_scoring("lenient")
 
 # Invented api-list entries, in the shape of nexusraven_api_list.json.
 SPECS = [
@@ -48,36 +49,107 @@ def task(args: dict | None = None, name: str = "lookup_host") -> Task:
                 format="nexusraven", meta={"domain": "virustotal", "gold": gold})
 
 
-def score(output: str, **kw) -> ItemScore:
-    return BENCH.score(task(**kw), output)
+def score(output: str, bench: NexusRaven = BENCH, **kw) -> ItemScore:
+    return bench.score(task(**kw), output)
 
 
 # ---- scoring rules -------------------------------------------------------------------------------
 
-def test_registered():
-    assert get_benchmark("nexusraven").splits == ("all",)
+def test_registered_with_the_official_scoring_by_default():
+    bench = get_benchmark("nexusraven")
+    assert bench.splits == ("all",) and bench.scorings == ("official", "lenient") and bench.scoring == "official"
+    assert LENIENT.scoring == "lenient" and bench.scoring == "official"  # a copy; the registered one is unchanged
+    assert bench.with_scoring(None) is bench
 
 
+@pytest.mark.parametrize("bench", [BENCH, LENIENT], ids=["official", "lenient"])
 @pytest.mark.parametrize("output", [
     'lookup_host(host="a.example", api_key="k1")',
     "lookup_host(api_key='k1', host='a.example')",          # keyword order does not matter
     'lookup_host(host="a.example", api_key="k1", limit=None, mode=None)',  # explicit defaults bind the same
     'lookup_host("a.example", "k1")',                        # positionals bind to required args, in order
-    'Initial Answer: lookup_host(host="a.example", api_key="k1")\nReflection: fine.',
-    'Sure (one call):\n```python\nlookup_host(\n    host="a.example",\n    api_key="k1",\n)\n```',
+    '\nlookup_host(host="a.example",\n            api_key="k1")\n\n',   # white space around and inside
+    'lookup_host(host="a.example", api_key="k1")  # the call\n',           # a comment is Python
 ])
-def test_correct_outputs(output):
-    assert score(output).correct, score(output)
+def test_correct_outputs(bench, output):
+    assert score(output, bench).correct, score(output, bench)
 
 
-def test_float_keyword_values_are_cast_to_int_but_positionals_are_not():
+# The official evaluator (raven/utils.py::parse_function_call_to_name_and_args) parses the whole output with
+# ast.parse and reads body[0].value: anything around the call that is not Python is a syntax error there.
+CHATTY = {
+    "prose before the call": 'Here is the call: lookup_host(host="a.example", api_key="k1")',
+    "a code fence": '```python\nlookup_host(host="a.example", api_key="k1")\n```',
+    "prose and a fence": 'Sure (one call):\n```python\nlookup_host(\n    host="a.example",\n    api_key="k1",\n)\n```',
+    "Initial Answer / Reflection": 'Initial Answer: lookup_host(host="a.example", api_key="k1")\nReflection: fine.',
+    "Initial Answer alone": 'Initial Answer: lookup_host(host="a.example", api_key="k1")',
+    "an explanation after the call": 'lookup_host(host="a.example", api_key="k1")\nThis looks the host up.',
+    "an indented call": '    lookup_host(host="a.example", api_key="k1")',
+}
+
+
+@pytest.mark.parametrize("kind", CHATTY)
+def test_official_rejects_anything_around_the_call_that_is_not_python(kind):
+    official, lenient = score(CHATTY[kind]), score(CHATTY[kind], LENIENT)
+    assert (official.correct, official.reason, official.counts) == (False, "parse_error", {"function_match": 0.0})
+    assert official.detail.startswith("not_python: the whole output is not Python source")
+    assert lenient.correct  # the lenient reading finds the call anywhere
+
+
+@pytest.mark.parametrize(("output", "correct", "reason"), [
+    # body[0].value is the call: an assignment (or annotated one) holding it is read, as officially
+    ('result = lookup_host(host="a.example", api_key="k1")', True, None),
+    ('r: tuple = lookup_host(host="a.example", api_key="k1")', True, None),
+    # only the first statement counts; later valid statements are ignored
+    ('lookup_host(host="a.example", api_key="k1")\nlookup(query="x")', True, None),
+    ('lookup(query="x")\nlookup_host(host="a.example", api_key="k1")', False, "wrong_function"),
+    ('"""The call."""\nlookup_host(host="a.example", api_key="k1")', False, "parse_error"),  # body[0] a string
+    ('net.lookup_host(host="a.example", api_key="k1")', False, "parse_error"),  # .func is no Name
+    ("", False, "parse_error"),                                                   # no statement
+    ('lookup_host(host="a.example", api_key="k1", api_key="k2")', False, "wrong_value"),  # the last one wins
+])
+def test_official_reads_the_first_statement(output, correct, reason):
+    result = score(output)
+    assert (result.correct, result.reason) == (correct, reason), result
+
+
+def test_whole_output_call():
+    call = whole_output_call('x = f(1, b=2.5, c=[1, "a"])\n')
+    assert (call.name, call.args, call.kwargs) == ("f", [1], {"b": 2.5, "c": [1, "a"]})
+    with pytest.raises(AnswerParseError) as info:
+        whole_output_call("f(a=1)\nReflection: the call is right.")
+    assert info.value.reason == "not_python"
+    # "Reflection: ok" is Python (an annotated name), so the official parse accepts the call before it
+    assert whole_output_call("f(a=1)\nReflection: ok").kwargs == {"a": 1}
+    with pytest.raises(AnswerParseError) as info:
+        whole_output_call("f(" * 3000)  # too deep for the parser: refused quickly, as a syntax error
+    assert info.value.reason == "not_python"
+
+
+@pytest.mark.parametrize("bench", [BENCH, LENIENT], ids=["official", "lenient"])
+def test_float_keyword_values_are_cast_to_int_but_positionals_are_not(bench):
     gold = {"host": "a.example", "api_key": "k1", "limit": 5}
-    assert score('lookup_host(host="a.example", api_key="k1", limit=5.0)', args=gold).correct
-    assert score('lookup_host(host="a.example", api_key="k1", limit=5.7)', args=gold).correct  # int()
-    positional = score('lookup_host("a.example", "k1", 5.5)', args=gold)
+    assert score('lookup_host(host="a.example", api_key="k1", limit=5.0)', bench, args=gold).correct
+    assert score('lookup_host(host="a.example", api_key="k1", limit=5.7)', bench, args=gold).correct  # int()
+    positional = score('lookup_host("a.example", "k1", 5.5)', bench, args=gold)
     assert not positional.correct and positional.reason == "wrong_value"
+    nested = score('lookup_host(host="a.example", api_key="k1", limit=[5.0])', bench, args=gold | {"limit": [5]})
+    assert nested.correct  # [5.0] == [5] in Python: only top-level floats are cast, and equality does the rest
+    assert score('lookup_host(host="a.example", api_key="k1", limit=True)', bench,
+                 args=gold | {"limit": 1}).correct  # True == 1 in Python, as in the official comparison
 
 
+@pytest.mark.parametrize("bench", [BENCH, LENIENT], ids=["official", "lenient"])
+def test_defaults_are_bound_on_both_sides(bench):
+    # the stub binds omitted optional arguments to their defaults, for the prediction and the reference alike
+    gold = {"host": "a.example", "api_key": "k1", "limit": None}
+    assert score('lookup_host(host="a.example", api_key="k1")', bench, args=gold).correct
+    assert score('lookup_host(host="a.example", api_key="k1", mode=None)', bench).correct
+    extra = score('lookup_host(host="a.example", api_key="k1", mode="fast")', bench)
+    assert (extra.correct, extra.reason) == (False, "wrong_value")  # the gold leaves mode at its default
+
+
+@pytest.mark.parametrize("bench", [BENCH, LENIENT], ids=["official", "lenient"])
 @pytest.mark.parametrize(("output", "reason"), [
     ('lookup_host(host="a.example", api_key="k2")', "wrong_value"),
     ('lookup_host(host="a.example", api_key="k1", limit=3)', "wrong_value"),  # gold leaves the default
@@ -93,14 +165,30 @@ def test_float_keyword_values_are_cast_to_int_but_positionals_are_not():
     ("I would look the host up for you.", "parse_error"),
     ('lookup_host(host="a.example", api_key="k1", limit=1e999)', "parse_error"),  # int(inf) fails
 ])
-def test_wrong_outputs_have_typed_reasons(output, reason):
-    result = score(output)
+def test_wrong_outputs_have_typed_reasons(bench, output, reason):
+    result = score(output, bench)
     assert not result.correct and result.reason == reason, result
 
 
-def test_types_matter_as_in_python_equality():
+LENIENT_VERDICTS = [  # the lenient mode keeps the verdicts ttsi gave before issue 21, the chatty ones included
+    ('Initial Answer: lookup_host(host="a.example", api_key="k1")\nReflection: fine.', True),
+    ('Sure (one call):\n```python\nlookup_host(\n    host="a.example",\n    api_key="k1",\n)\n```', True),
+    ('I would call lookup(query="x") first, then lookup_host(host="a.example", api_key="k1")', False),
+    ('Call: lookup_host(host="a.example", api_key="k1").', True),
+    ('net.lookup_host(host="a.example", api_key="k1")', False),
+    ("lookup_host(host=a_example)", False),
+]
+
+
+@pytest.mark.parametrize(("output", "correct"), LENIENT_VERDICTS)
+def test_the_lenient_mode_keeps_the_earlier_verdicts(output, correct):
+    assert score(output, LENIENT).correct is correct
+
+
+@pytest.mark.parametrize("bench", [BENCH, LENIENT], ids=["official", "lenient"])
+def test_types_matter_as_in_python_equality(bench):
     gold = {"host": "a.example", "api_key": "k1", "limit": 2}
-    result = score('lookup_host(host="a.example", api_key="k1", limit="2")', args=gold)
+    result = score('lookup_host(host="a.example", api_key="k1", limit="2")', bench, args=gold)
     assert not result.correct and result.reason == "wrong_type"
 
 
@@ -315,10 +403,24 @@ def test_every_gold_scores_correct_against_itself(tasks):
     for t in tasks:
         rendered = FMT.render(t.answer)
         assert FMT.parse(rendered) == t.answer, t.id
-        assert BENCH.score(t, rendered).correct, t.id
-        # The dataset's own reference call too (its spacing and quoting vary by domain).
-        assert BENCH.score(t, t.meta["gold"]["reference_call"]).correct, t.id
+        for bench in (BENCH, LENIENT):
+            assert bench.score(t, rendered).correct, t.id
+            # The dataset's own reference call too (its spacing and quoting vary by domain).
+            assert bench.score(t, t.meta["gold"]["reference_call"]).correct, t.id
         check_calls(t.answer, t.tools)
+
+
+def test_chatty_golds_are_wrong_officially_and_right_leniently(tasks):
+    """Every gold wrapped the ways chatty models write it: official and lenient disagree on exactly these."""
+    wrappers = [lambda c: f"Sure! {c}", lambda c: f"```python\n{c}\n```",
+                lambda c: f"Initial Answer: {c}\nReflection: the call answers the query.",
+                lambda c: f"{c}\nThis call answers the question."]
+    verdicts = Counter()
+    for t in tasks:
+        rendered = FMT.render(t.answer)
+        for wrap in wrappers:
+            verdicts[(BENCH.score(t, wrap(rendered)).correct, LENIENT.score(t, wrap(rendered)).correct)] += 1
+    assert verdicts == {(False, True): 4 * 318}
 
 
 def test_prompts_build_for_every_item(tasks):

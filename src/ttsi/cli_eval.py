@@ -46,6 +46,9 @@ BENCHMARK = typer.Option(..., "--benchmark", help="NAME[:SPLIT], e.g. sealtools:
 DATA_DIR = typer.Option(None, "--data-dir", help="Benchmark data directory (default: $TTSI_DATA_DIR).")
 LIMIT = typer.Option(None, help="Only the first N items of the split.")
 ADAPTER = typer.Option(None, help="A PEFT adapter directory merged into the model first (e.g. from ttsi sft).")
+SCORING = typer.Option(None, "--scoring", help="Scoring mode, for benchmarks that have several (`ttsi benchmarks` "
+                                                "lists them): official (their default) or lenient (the earlier, more "
+                                                "forgiving reading). Recorded in the run's settings.")
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -65,11 +68,13 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def load_split(spec: str, data_dir: str | None, limit: int | None) -> tuple[Benchmark, str, list[Task], Path | None]:
-    """The benchmark, its split, the split's first `limit` tasks, and the data directory they came from."""
+def load_split(spec: str, data_dir: str | None, limit: int | None,
+               scoring: str | None = None) -> tuple[Benchmark, str, list[Task], Path | None]:
+    """The benchmark (in scoring mode `scoring`), its split, the split's first `limit` tasks, and their data dir."""
     from ttsi.benchmarks import parse_spec, resolve_data_dir
 
     bench, split = parse_spec(spec)
+    bench = bench.with_scoring(scoring)
     path = resolve_data_dir(data_dir) if bench.needs_data else None
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {limit}")
@@ -94,6 +99,7 @@ def eval_command(
     base_answers: bool = typer.Option(True, help="Also answer adapted inputs with the base model (gate AUROC, "
                                                  "fixed/broken counts, tau sweeps)."),
     data_dir: str | None = DATA_DIR,
+    scoring: str | None = SCORING,
     adapter: str | None = ADAPTER,
     teacher_url: str | None = TEACHER_URL,
     teacher_model: str | None = TEACHER_MODEL,
@@ -129,13 +135,14 @@ def eval_command(
     from ttsi.evaluation.runner import check_sweep
 
     check_sweep(config, taus)
-    bench, split, tasks, path = load_split(benchmark, data_dir, limit)
+    bench, split, tasks, path = load_split(benchmark, data_dir, limit, scoring)
     out = out or Path("runs") / f"{bench.name}-{split}-{method}"
     from ttsi.evaluation.settings import EvalSettings
 
     settings = EvalSettings(model=model, adapter=adapter, benchmark=bench.name, split=split, limit=limit,
                             n=len(tasks), seeds=tuple(seed_list), taus=tuple(taus), agent=config, batch=batch,
-                            data_dir=str(path) if path else None, dtype=dtype, device=device)
+                            data_dir=str(path) if path else None, dtype=dtype, device=device,
+                            scoring=bench.scoring)
     quiet_libraries()
     from ttsi.evaluation.runner import run_eval
     from ttsi.model import HFModel
@@ -158,13 +165,14 @@ def score_command(
     benchmark: str = BENCHMARK,
     predictions: Path = typer.Option(..., help="JSON Lines: one {\"id\", \"output\"} per item (raw generated text)."),
     data_dir: str | None = DATA_DIR,
+    scoring: str | None = SCORING,
     out: Path = typer.Option(Path("runs/scored"), help="Where results.jsonl and summary.json go."),
     allow_missing: bool = typer.Option(False, help="Score items without a prediction as wrong instead of failing."),
 ) -> None:
     """Score outputs produced by any other system (vLLM, an API) with the same parsers and scorers."""
     from ttsi.evaluation.score import score_predictions
 
-    bench, split, tasks, _ = load_split(benchmark, data_dir, None)
+    bench, split, tasks, _ = load_split(benchmark, data_dir, None, scoring)
     summary = score_predictions(bench, split, tasks, predictions, out, allow_missing=allow_missing)
     typer.echo(f"{bench.name}:{split}: accuracy {summary['accuracy']['mean']:.2%}, n={summary['n']}; "
                f"records: {out / 'results.jsonl'}")
@@ -215,6 +223,8 @@ def benchmarks_command() -> None:
     for name, bench in all_benchmarks().items():
         splits = [bench.default_split] + [s for s in bench.splits if s != bench.default_split]
         typer.echo(f"{name}: {', '.join(splits)}  [{bench.license}]")
+        if bench.scorings:
+            typer.echo(f"    scoring (--scoring): {', '.join(bench.scorings)}; default {bench.scorings[0]}")
         if bench.note:
             typer.echo(f"    {bench.note}")
 

@@ -26,7 +26,10 @@ class EvalSettings:
     data_dir: str | None
     dtype: str
     device: str | None
+    scoring: str | None = None  # the benchmark's scoring mode; None (and no key) where it has a single one
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.scoring is None:
+            del out["scoring"]
         return out | {"seeds": list(self.seeds), "taus": list(self.taus), "agent": self.agent.to_dict()}

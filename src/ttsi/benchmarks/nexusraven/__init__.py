@@ -1,9 +1,15 @@
 """NexusRaven API evaluation (v1, 318 queries over 4 domains), scored like `raven/eval/evaluator.py`.
 
-The evaluator calls a stub `def f(<required>, <optional>=<default>): return ("f", locals())` with the
-predicted arguments, and the same stub with the reference arguments; an item is correct iff the function names
-and the two full argument bindings are equal. Here the stub is an `inspect.Signature` (`bind` and
-`apply_defaults`), never exec.
+The evaluator (nexusflowai/NexusRaven: evaluator.py read at commit 1658e93f92ac, utils.py at f32882763bb3) reads
+the model's raw output with `raven/utils.py::parse_function_call_to_name_and_args` (the whole output parsed as
+Python; float keyword values cast to int), calls a stub `def f(<required>, <optional>=<default>): return ("f",
+locals())` built by `raven/utils.py::build_functions` with the predicted arguments, and the same stub with the
+reference arguments; an item is correct iff the function names and the two full argument bindings are equal (Python
+`==`). Here the stub is an `inspect.Signature` (`bind` and `apply_defaults`), never exec.
+
+Scoring modes: "official" (the default) reads the output as the evaluator does (`whole_output_call`); "lenient"
+reads the first `name(...)` call anywhere in it (`find_call`: prose, code fences and an "Initial Answer:" prefix
+skipped), ttsi's reading before issue 21. Binding and comparison are the official ones in both.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from ttsi.benchmarks.base import (
     register,
     require,
 )
-from ttsi.benchmarks.nexusraven.format import NexusRavenFormat, find_call, stub_signature
+from ttsi.benchmarks.nexusraven.format import NexusRavenFormat, find_call, stub_signature, whole_output_call
 from ttsi.formats.base import AnswerParseError
 from ttsi.task import Call, Task, Tool
 
@@ -81,10 +87,14 @@ class NexusRaven(Benchmark):
     splits = ("all",)
     default_split = "all"
     license = "CC-BY-NC-4.0 (evaluation data; non-commercial use only, never copied into this repository)"
-    note = ("The answer is the first `name(...)` Python call anywhere in the output (prose, code fences "
-            "and an 'Initial Answer:' prefix are skipped); the official evaluator parses the whole output "
-            "(or, for NexusRaven-13B, its 'Initial Answer:' line) with ast. Binding and comparison are the "
-            "official ones.")
+    scorings = ("official", "lenient")
+    scoring = "official"
+    note = ("official (default): as raven/eval/evaluator.py, the whole output is parsed as Python "
+            "(raven/utils.py::parse_function_call_to_name_and_args), so prose, a code fence or 'Initial Answer: "
+            "... Reflection: ...' around the call is wrong; float keyword values are cast to int and the call is "
+            "bound to the stub's signature (defaults filled; unknown or missing arguments wrong). Not applied: "
+            "NexusRaven-13B's own agent path (RavenOutputParser reads the second line minus 'Initial Answer: '). "
+            "lenient: the first `name(...)` call anywhere in the output is read instead.")
 
     def load(self, data_dir: Path, split: str) -> list[Task]:
         folder = Path(data_dir) / FOLDER
@@ -108,7 +118,7 @@ class NexusRaven(Benchmark):
     def score(self, task: Task, output: str) -> ItemScore:
         gold = task.meta["gold"]
         try:
-            call = find_call(output)
+            call = find_call(output) if self.scoring == "lenient" else whole_output_call(output)
             # raven/utils.py casts float keyword values (not positional ones) to int before the comparison.
             kwargs = {k: int(v) if isinstance(v, float) else v for k, v in call.kwargs.items()}
         except AnswerParseError as e:

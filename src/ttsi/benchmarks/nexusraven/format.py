@@ -207,6 +207,34 @@ def find_call(text: str, pos: int = 0) -> PyCall:
     return _to_pycall(*found)
 
 
+def whole_output_call(text: str) -> PyCall:
+    """The call the official evaluator reads: the whole output parsed as Python source, its first statement's value.
+
+    Mirrors `parse_function_call_to_name_and_args` in raven/utils.py of nexusflowai/NexusRaven (commit
+    f32882763bb3e220722883821919c14abdd3d156), which the evaluator (raven/eval/evaluator.py, `Evaluator.run`, read at
+    commit 1658e93f92ac72b8d766bd8dd25321f5e2c5d707)
+    applies to the model's raw string: `ast.parse(output).body[0].value` must be a call of a plain name, its
+    keyword and positional values literals. So text before the call (prose, "Initial Answer:"), a code fence, a
+    second line that is not Python ("Reflection: ...") or an indented first line is a syntax error there, and
+    wrong; a statement whose value is the call (`result = f(x=1)`) and later valid statements are accepted, as
+    they are officially.
+    """
+    try:
+        body = ast.parse(text).body
+    except SyntaxError as e:  # IndentationError included
+        raise AnswerParseError("not_python", f"the whole output is not Python source ({e.msg}, line {e.lineno}); "
+                                             "the official evaluator parses all of it") from None
+    except (ValueError, RecursionError, MemoryError):  # a NUL byte; nesting too deep for the parser
+        raise AnswerParseError("not_python", "the whole output is not Python source the parser reads") from None
+    if not body:
+        raise AnswerParseError("no_call", "the output holds no Python statement")
+    node = getattr(body[0], "value", None)
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        raise AnswerParseError("no_call", "the output's first Python statement is not a call of a plain "
+                                          "function name")
+    return _to_pycall(node, 0, len(text))
+
+
 class NexusRavenFormat(AnswerFormat):
     """One Python call with keyword arguments, as NexusRaven's references write it: `lookup(host="x.org")`.
 
