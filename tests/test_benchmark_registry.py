@@ -25,9 +25,9 @@ from ttsi.task import Call
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "src" / "ttsi" / "benchmarks"
-NAMES = ["apibank", "bfcl", "nexusraven", "sealshift", "sealtools", "toolalpaca", "toy"]
+NAMES = ["apibank", "bfcl", "gsm8k", "nexusraven", "nq_open", "sealshift", "sealtools", "toolalpaca", "toy"]
 OWN_FORMATS = ["apibank", "bfcl", "nexusraven", "sealtools", "toolalpaca"]
-CORE_FORMATS = {"json", "hermes", "llama3_json", "mistral", "pythonic"}
+CORE_FORMATS = {"json", "hermes", "llama3_json", "mistral", "pythonic", "math", "qa"}
 
 
 def test_every_benchmark_folder_is_a_benchmark_of_its_name():

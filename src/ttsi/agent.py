@@ -31,7 +31,9 @@ from ttsi.prompts import answer_prompt
 from ttsi.task import Task
 from ttsi.token_gate import TokenProfile
 from ttsi.trace import STAGES, Decision, Response  # noqa: F401 (STAGES: still importable from here)
-from ttsi.verify import check_task
+from ttsi.verify import check_task, task_kind
+
+_WRITES = {"tools": "tool calls", "math": "math solutions", "qa": "short answers"}  # what a format of each kind writes
 
 
 def input_seed(seed: int, task_id: str) -> int:
@@ -141,12 +143,18 @@ class SelfImprovingAgent:
     # ---- the stages ------------------------------------------------------------------------------------------
 
     def _check(self, task: Task) -> None:
-        if self.config.method == "oracle" and not task.answer:
+        fmt = get_format(task.format)
+        if fmt.kind != task.kind:
+            raise TaskError(f"format {fmt.name!r} writes {_WRITES[fmt.kind]}, but task {task.id!r} is a "
+                            f"{task_kind(task)} task (give it a {task_kind(task)} format)")
+        if self.config.method == "oracle" and not task.labelled:
             raise TaskError(f"task {task.id!r} has no gold answer: the oracle ablation trains on it")
         if not task.tools and self.config.method != "base" and self.profile is None:
-            raise TaskError(f"task {task.id!r} has no tools: the gate has no candidate actions to score "
-                            "(use the token gate, --measure token, or method base to answer it without test-time "
-                            "learning)")
+            what = (f"is a {task.kind} task: its answer is free text, so" if task.free_form
+                    else "has no tools:")
+            raise TaskError(f"task {task.id!r} {what} the gate has no candidate actions to score (use the token "
+                            "gate, --measure token with --reference PROFILE, or method base to answer it without "
+                            "test-time learning)")
         if self.config.method not in ("base", "oracle"):  # a verifier that cannot judge the task: before any work
             check_task(self.config.synthesis.verify, task)
 
@@ -251,7 +259,7 @@ class SelfImprovingAgent:
 
     def _synthesize(self, inputs: list[_Input]) -> list[Synthesis]:
         if self.config.method == "oracle":  # upper bound: the input's own gold label
-            return [Synthesis([SyntheticPair(x.task.query, list(x.task.answer or []), "gold")]) for x in inputs]
+            return [Synthesis([SyntheticPair(x.task.query, x.task.gold_answer or [], "gold")]) for x in inputs]
         return self.synthesizer.synthesize_many([x.task for x in inputs], [x.fmt for x in inputs],
                                                 [x.seed for x in inputs])
 

@@ -1,7 +1,8 @@
 """Self-augmentation: write K new (x', y') pairs similar to the input, then keep only those that validate.
 
-Every draft is parsed in the task's answer format and verified by the checks `synthesis.verify` names
-(`ttsi.verify`: by default the tool schemas, i.e. known function, required arguments present, JSON types match);
+Every draft is parsed in the task's answer format (calls, or a free-form task's answer text) and verified by the
+checks `synthesis.verify` names (`ttsi.verify`: by default the tool schemas, i.e. known function, required
+arguments present, JSON types match; nothing to check for a free-form answer);
 duplicates and copies of the seed input are dropped; each rejection is counted under its reason. Drafts come from
 the model itself (`SelfSynthesizer`, TT-SI) or from a teacher (`ttsi.teacher.TeacherSynthesizer`, TT-D); both
 implement `Synthesizer`.
@@ -19,7 +20,7 @@ from ttsi.config import SynthesisConfig
 from ttsi.formats import AnswerFormat, AnswerParseError
 from ttsi.model import HFModel
 from ttsi.prompts import parse_pair, synthesis_prompt
-from ttsi.task import Call, Task
+from ttsi.task import Answer, Task, answer_json
 from ttsi.verify import check_task, draft_problem, inconsistent
 
 
@@ -28,11 +29,11 @@ class SyntheticPair:
     """One training example for the input: a new request and its answer."""
 
     query: str
-    answer: list[Call]
+    answer: Answer  # the calls, or a free-form task's answer text (a worked solution, a short answer)
     source: str  # self | teacher | gold (the oracle ablation)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "answer": [c.to_dict() for c in self.answer], "source": self.source}
+        return {"query": self.query, "answer": answer_json(self.answer), "source": self.source}
 
 
 @dataclass
@@ -79,34 +80,34 @@ def select_pairs(drafts: list[str], task: Task, fmt: AnswerFormat, k: int, sourc
 
 
 def screen(drafts: list[str], task: Task, fmt: AnswerFormat,
-           verify: Sequence[str] = ("schema",)) -> tuple[list[tuple[str, list[Call]]], Counter[str]]:
+           verify: Sequence[str] = ("schema",)) -> tuple[list[tuple[str, Answer]], Counter[str]]:
     """Every draft that parses, passes the per-draft verifiers and is new, in order; and the others' reasons."""
     check_task(verify, task)
     seed_query = normalize_query(task.query)
-    candidates: list[tuple[str, list[Call]]] = []
+    candidates: list[tuple[str, Answer]] = []
     seen: set[str] = set()
     rejected: Counter[str] = Counter()
     for text in drafts:
         try:
-            query, calls = parse_pair(text, fmt)
+            query, answer = parse_pair(text, fmt)
         except AnswerParseError as e:
             rejected[e.reason] += 1
             continue
         key = normalize_query(query)
-        problem = draft_problem(verify, text, calls, task, fmt) or ("copy_of_seed" if key == seed_query else
+        problem = draft_problem(verify, text, answer, task, fmt) or ("copy_of_seed" if key == seed_query else
                                                                     "duplicate" if key in seen else None)
         if problem:
             rejected[problem] += 1
         else:
             seen.add(key)
-            candidates.append((query, calls))
+            candidates.append((query, answer))
     return candidates, rejected
 
 
-def take(candidates: list[tuple[str, list[Call]]], rejected: Counter[str], k: int, source: str,
+def take(candidates: list[tuple[str, Answer]], rejected: Counter[str], k: int, source: str,
          drafts: int) -> Synthesis:
     """The first k candidates as pairs; the rest are counted as unused."""
-    pairs = [SyntheticPair(query, calls, source) for query, calls in candidates[:k]]
+    pairs = [SyntheticPair(query, answer, source) for query, answer in candidates[:k]]
     return Synthesis(pairs, dict(rejected), drafts=drafts, unused=max(len(candidates) - k, 0))
 
 

@@ -22,7 +22,9 @@ def gate_confidences(model: HFModel, tasks: list[Task], gate: GateConfig, progre
     confidences = []
     for task in track(tasks, description="scoring candidates", disable=not progress, transient=True):
         if not task.tools:
-            raise TaskError(f"task {task.id!r} has no tools: the gate has nothing to score")
+            what = f"is a {task.kind} task (a free-form answer)" if task.free_form else "has no tools"
+            raise TaskError(f"task {task.id!r} {what}: the gate has no candidate actions to score (build the token "
+                            "gate's profile instead: ttsi calibrate --profile)")
         fmt = get_format(task.format)
         prompt = answer_prompt(model, task, fmt)
         try:

@@ -208,7 +208,7 @@ def _calibrate_profile(model: str, tasks: Path | None, benchmark: str | None, da
     AgentConfig(method="base", max_new_tokens=max_new_tokens).validate()
     the_tasks, correct = _reference_tasks(tasks, benchmark, data_dir)
     if not every:
-        missing = [t.id for t in the_tasks if not t.answer]
+        missing = [t.id for t in the_tasks if not t.labelled]
         if missing:
             raise ConfigError(f"task {missing[0]!r} has no gold answer ({len(missing)} without one): a profile keeps "
                               "only correctly answered inputs; give --all to keep every answer")
@@ -231,15 +231,11 @@ def _calibrate_profile(model: str, tasks: Path | None, benchmark: str | None, da
 
 
 def _matches_gold(task: Task, raw: str) -> bool:
-    """Whether an answer parses, in the task's format, to exactly the task's gold calls."""
-    from ttsi.benchmarks.base import compare_calls
-    from ttsi.formats import AnswerParseError, get_format
+    """Whether an answer parses, in the task's format, to exactly the task's gold calls (or, a free-form task, to one
+    of its accepted answers)."""
+    from ttsi.benchmarks.base import exact_match
 
-    try:
-        calls = get_format(task.format).parse(raw)
-    except AnswerParseError:
-        return False
-    return compare_calls(calls, list(task.answer or [])).correct
+    return exact_match(task, raw).correct
 
 
 @app.command()

@@ -7,7 +7,13 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from ttsi.task import Answer, answer_json
 from ttsi.trace import Response
+
+
+def _text(answer: Answer) -> str:
+    """An answer on one line: the calls as JSON, a free-form answer quoted."""
+    return json.dumps(answer_json(answer), ensure_ascii=False)
 
 
 def print_response(r: Response, console: Console | None = None) -> None:
@@ -24,13 +30,11 @@ def print_response(r: Response, console: Console | None = None) -> None:
             table.add_row(name, f"{lp:.3f}", str(n), f"{p:.4f}")
         console.print(table)
     for pair in r.synthetic:
-        console.print(f"  synthetic ({pair.source}): {pair.query!r} -> "
-                      f"{json.dumps([c.to_dict() for c in pair.answer], ensure_ascii=False)}")
+        console.print(f"  synthetic ({pair.source}): {pair.query!r} -> {_text(pair.answer)}")
     if r.rejected:
         console.print(f"  rejected drafts: {r.rejected}")
     if r.train is not None:
         console.print(f"  trained {r.train.steps} steps, loss {' -> '.join(f'{x:.3f}' for x in r.train.losses)}")
-    answer = "unparsable: " + (r.parse_error or "") if r.answer is None else json.dumps(
-        [c.to_dict() for c in r.answer], ensure_ascii=False)
+    answer = "unparsable: " + (r.parse_error or "") if r.answer is None else _text(r.answer)
     console.print(f"[bold]answer[/bold] {answer}")
     console.print("  " + "  ".join(f"{k} {v:.3f}" for k, v in r.timings.items()))

@@ -8,6 +8,12 @@ JSON shape::
      "answer": [{"name": "get_weather", "arguments": {"city": "Paris"}}],   # optional gold
      "format": "json"}                                        # optional answer format
 
+A task's `kind` says what its answer is: "tools" (the default: tool calls, as above) or a free-form kind, "math" (a
+worked solution ending in `#### <number>`) or "qa" (a short answer). A free-form task has no tools, and its
+optional `answer` is a string or a list of accepted strings (`Task.gold`); its format defaults to its kind::
+
+    {"id": "gsm8k-0", "query": "...", "kind": "math", "answer": "... <<16-3-4=9>>9 ...\n#### 18"}
+
 History may be OpenAI-shaped: an assistant turn with `tool_calls` (`[{"id", "type": "function", "function":
 {"name", "arguments"}}]`, arguments a JSON string or an object, content null or absent) and `tool` turns with
 `tool_call_id` (and an optional `name`). They are kept as chat templates read them: content a string ("" for a
@@ -25,6 +31,8 @@ from ttsi import jsonio
 from ttsi.errors import TaskError
 
 ROLES = ("system", "user", "assistant", "tool")
+KINDS = ("tools", "math", "qa")  # what a task's answer is: tool calls, or free text (a math solution, a short answer)
+FREE_FORM = ("math", "qa")
 
 
 @dataclass(frozen=True)
@@ -63,16 +71,43 @@ class Call:
         return {"name": self.name, "arguments": self.arguments}
 
 
+Answer = list[Call] | str  # an answer: the calls of a tool-call task, or a free-form task's text
+
+
+def answer_json(answer: Answer | None) -> Any:
+    """An answer as JSON: calls as a list of {"name", "arguments"}, free-form text as itself."""
+    return answer if answer is None or isinstance(answer, str) else [c.to_dict() for c in answer]
+
+
 @dataclass
 class Task:
-    """One test input x. The gold `answer` is only ever read by scoring and the oracle ablation."""
+    """One test input x. The gold (`answer`, or `gold` for a free-form task) is only ever read by scoring, the
+    oracle ablation and supervised training."""
 
     id: str
     messages: list[dict[str, Any]]
     tools: list[Tool]
-    answer: list[Call] | None = None
+    answer: list[Call] | None = None  # a tool-call task's gold calls
     format: str = "json"
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "tools"  # one of KINDS
+    gold: list[str] | None = None  # a free-form task's gold: the solution, or every accepted answer (aliases)
+
+    @property
+    def free_form(self) -> bool:
+        return self.kind in FREE_FORM
+
+    @property
+    def gold_answer(self) -> Answer | None:
+        """The gold a method may train on: the calls, or a free-form task's first accepted answer."""
+        if self.free_form:
+            return self.gold[0] if self.gold else None
+        return self.answer
+
+    @property
+    def labelled(self) -> bool:
+        """Whether there is a gold answer to train on (an empty list of calls is none)."""
+        return bool(self.gold_answer)
 
     @property
     def query(self) -> str:
@@ -97,15 +132,20 @@ class Task:
         return next((t for t in self.tools if t.name == name), None)
 
     def with_query(self, query: str, task_id: str | None = None) -> Task:
-        """A sibling task: same tools and format, one user turn, no gold (used for synthetic inputs)."""
+        """A sibling task: same kind, tools and format, one user turn, no gold (used for synthetic inputs)."""
         return Task(id=task_id or f"{self.id}/synthetic", messages=[{"role": "user", "content": query}],
-                    tools=self.tools, answer=None, format=self.format)
+                    tools=self.tools, answer=None, format=self.format, kind=self.kind)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"id": self.id, "messages": self.messages,
-                             "tools": [t.to_dict() for t in self.tools], "format": self.format}
-        if self.answer is not None:
-            d["answer"] = [c.to_dict() for c in self.answer]
+        if self.free_form:
+            d: dict[str, Any] = {"id": self.id, "messages": self.messages, "kind": self.kind, "format": self.format}
+            if self.gold is not None:  # a math solution as one string, accepted answers as a list
+                d["answer"] = self.gold[0] if self.kind == "math" and len(self.gold) == 1 else list(self.gold)
+        else:
+            d = {"id": self.id, "messages": self.messages, "tools": [t.to_dict() for t in self.tools],
+                 "format": self.format}
+            if self.answer is not None:
+                d["answer"] = [c.to_dict() for c in self.answer]
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -123,21 +163,40 @@ class Task:
         if not isinstance(task_id, (str, int)) or task_id == "":
             raise TaskError(f"{where}: missing 'id' (a non-empty string)")
         where = f"{where} {task_id!r}"
+        kind = d.get("kind", "tools")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise TaskError(f"{where}: unknown task kind {kind!r}; known kinds: {', '.join(KINDS)}")
         messages = _messages(d, where)
         tools = [_tool(t, i, where) for i, t in enumerate(_list(d.get("tools", []), "tools", where))]
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise TaskError(f"{where}: duplicate tool names in 'tools'")
-        answer = None
-        if d.get("answer") is not None:
-            answer = [call_from_dict(c, f"{where} answer[{i}]")
-                      for i, c in enumerate(_list(d["answer"], "answer", where))]
-        fmt = d.get("format", "json")
+        if kind in FREE_FORM and tools:
+            raise TaskError(f"{where}: a {kind} task answers in free text and has no tools: remove 'tools' (or "
+                            "'kind', for a tool-call task)")
+        answer, gold = None, None
+        if d.get("answer") is not None and kind in FREE_FORM:
+            gold = _free_gold(d["answer"], kind, where)
+        elif d.get("answer") is not None:
+            if not isinstance(d["answer"], list):
+                raise TaskError(f"{where}: 'answer' must be a list of calls (a free-form answer needs \"kind\": "
+                                f"{' or '.join(map(repr, FREE_FORM))})")
+            answer = [call_from_dict(c, f"{where} answer[{i}]") for i, c in enumerate(d["answer"])]
+        fmt = d.get("format", kind if kind in FREE_FORM else "json")
         if not isinstance(fmt, str):
             raise TaskError(f"{where}: 'format' must be a string")
         meta = d.get("meta", {})
         return cls(id=str(task_id), messages=messages, tools=tools, answer=answer, format=fmt,
-                   meta=meta if isinstance(meta, dict) else {})
+                   meta=meta if isinstance(meta, dict) else {}, kind=kind, gold=gold)
+
+
+def _free_gold(value: Any, kind: str, where: str) -> list[str]:
+    """A free-form task's gold: one string, or a non-empty list of them (the accepted answers), none blank."""
+    golds = [value] if isinstance(value, str) else value
+    if not isinstance(golds, list) or not golds or not all(isinstance(g, str) and g.strip() for g in golds):
+        raise TaskError(f"{where}: a {kind} task's 'answer' must be a string or a list of strings (accepted "
+                        "answers), none of them blank")
+    return list(golds)
 
 
 def call_from_dict(c: Any, where: str) -> Call:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from ttsi.task import answer_json
+
 if TYPE_CHECKING:
     from ttsi.augment import SyntheticPair
     from ttsi.awareness import Uncertainty
@@ -39,7 +41,7 @@ class Response:
     decision: Decision
     reason: str  # why, and why not adapted when a decision to adapt fell back
     adapted: bool = False  # whether an adapted model wrote the answer
-    answer: list[Call] | None = None  # None when the output does not parse
+    answer: list[Call] | str | None = None  # calls, or a free-form answer; None when the output does not parse
     raw: str = ""  # the greedy answer
     parse_error: str | None = None
     samples: list[str] = field(default_factory=list)  # sampled answers (config.samples > 1), same model state
@@ -54,7 +56,7 @@ class Response:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "method": self.method,
-            "answer": None if self.answer is None else [c.to_dict() for c in self.answer],
+            "answer": answer_json(self.answer),
             "raw": self.raw, "parse_error": self.parse_error, "samples": self.samples,
             "uncertainty": None if self.uncertainty is None else self.uncertainty.to_dict(),
             "decision": self.decision.value, "adapted": self.adapted, "reason": self.reason,

@@ -1,9 +1,11 @@
 """Verified synthetic data (`synthesis.verify`): the checks a synthetic pair must pass before the model learns from it.
 
-    schema        the answer's calls fit the task's tools (known function, required arguments, JSON types)
+    schema        the answer's calls fit the task's tools (known function, required arguments, JSON types); a
+                  free-form answer has no calls, and passes
     answer-check  a math solution's arithmetic recomputes and its final answer follows (`ttsi.arith`)
     consistency   the model answers the synthetic question M times at temperature T; the pair is kept when a share
-                  q of the answers equal its written answer
+                  q of the answers equal its written answer (calls in any order; free-form answers by their
+                  normalised final answer, the format's `key`)
 
 `schema` and `answer-check` judge one draft (`draft_problem`); `consistency` answers every candidate pair of every
 input in one batched generation (`inconsistent`). An empty list verifies nothing: every draft that parses is kept.
@@ -22,7 +24,7 @@ from ttsi.errors import TaskError
 from ttsi.formats import AnswerFormat, AnswerParseError
 from ttsi.prompts import answer_prompt
 from ttsi.schema import CallError, check_calls
-from ttsi.task import Call, Task
+from ttsi.task import Answer, Call, Task
 
 if TYPE_CHECKING:
     from ttsi.model import HFModel
@@ -31,7 +33,7 @@ _ANSWER = re.compile(r"\bAnswer:\s*(.*)", re.DOTALL | re.IGNORECASE)
 
 
 def task_kind(task: Task) -> str:
-    """The task's kind: "math" or "qa" (free-form answers, to come), else "tool-call" (every task today)."""
+    """The task's kind as messages name it: "math" or "qa" (free-form answers), else "tool-call"."""
     kind = getattr(task, "kind", None)
     return kind if kind in ("math", "qa") else "tool-call"
 
@@ -46,22 +48,26 @@ def check_task(verify: Sequence[str], task: Task) -> None:
 def answer_check(text: str, task: Task) -> str | None:
     """answer-check on one draft (a synthesis reply, or the solution alone): the reason it fails, or None.
 
-    The solution is what follows "Answer:" when the draft has that line. Reasons: those of
+    The solution is what follows "Answer:" when the draft has that line (a synthetic pair passes its answer text
+    alone: what it trains on). Reasons: those of
     `ttsi.arith.check_solution` (no_annotation, bad_expression, wrong_step, no_final_answer, final_mismatch)."""
     check_task(["answer-check"], task)
     found = _ANSWER.search(text)
     return check_solution(found.group(1) if found else text)[1]
 
 
-def draft_problem(verify: Sequence[str], text: str, calls: list[Call], task: Task, fmt: AnswerFormat) -> str | None:
-    """The first per-draft verifier that fails (schema, answer-check, in `verify`'s order): its reason, or None."""
+def draft_problem(verify: Sequence[str], text: str, answer: Answer, task: Task, fmt: AnswerFormat) -> str | None:
+    """The first per-draft verifier that fails (schema, answer-check, in `verify`'s order): its reason, or None.
+
+    `answer`: the draft's parsed answer, calls (schema checks them against the tools) or a free-form answer's text
+    (schema has nothing to check; answer-check reads this text)."""
     for name in verify:
-        if name == "schema":
+        if name == "schema" and not isinstance(answer, str):
             try:
-                check_calls(calls, task.tools, fmt.numbers_as_strings)
+                check_calls(answer, task.tools, fmt.numbers_as_strings)
             except CallError as e:
                 return e.reason
-        elif name == "answer-check" and (reason := answer_check(text, task)):
+        elif name == "answer-check" and (reason := answer_check(answer if isinstance(answer, str) else text, task)):
             return reason
     return None
 
@@ -98,9 +104,9 @@ def _normal_text(text: str) -> str:
     return " ".join(w for w in words if w not in ("a", "an", "the"))
 
 
-def inconsistent(model: HFModel, cases: Sequence[tuple[Task, AnswerFormat, int, list[tuple[str, list[Call]]]]],
+def inconsistent(model: HFModel, cases: Sequence[tuple[Task, AnswerFormat, int, list[tuple[str, Answer]]]],
                  config: SynthesisConfig) -> list[list[str | None]]:
-    """For each input's candidate pairs (query, calls): None where the model reproduces the pair's answer in at
+    """For each input's candidate pairs (query, answer): None where the model reproduces the pair's answer in at
     least a share q of M sampled answers, else the rejection reason ("inconsistent", or "context_length" for a
     question the model cannot read).
 
@@ -130,8 +136,12 @@ def inconsistent(model: HFModel, cases: Sequence[tuple[Task, AnswerFormat, int, 
     return verdicts
 
 
-def _reproduces(text: str, calls: list[Call], fmt: AnswerFormat) -> bool:
+def _reproduces(text: str, answer: Answer, fmt: AnswerFormat) -> bool:
+    """Whether a sampled answer equals the pair's: the same calls, or the same normalised final answer."""
     try:
-        return same_calls(fmt.parse(text), calls)
+        parsed = fmt.parse(text)
     except AnswerParseError:
         return False
+    if isinstance(answer, str):
+        return isinstance(parsed, str) and fmt.key(parsed) == fmt.key(answer)
+    return not isinstance(parsed, str) and same_calls(parsed, answer)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,10 +120,10 @@ def _respond(agent: SelfImprovingAgent, base: SelfImprovingAgent | None, tasks: 
     """The agent's responses, in order; an oracle run answers items without gold (a data defect) with the base."""
     if base is None:
         return agent.respond_batch(tasks)
-    gold = iter(agent.respond_batch([task for task in tasks if task.answer]))
+    gold = iter(agent.respond_batch([task for task in tasks if task.labelled]))
     responses = []
     for task in tasks:
-        if task.answer:
+        if task.labelled:
             responses.append(next(gold))
             continue
         response = base.respond(task)
@@ -167,12 +166,13 @@ def make_record(bench: Benchmark, split: str, task: Task, seed: int, r: Response
 
 
 def majority_correct(task: Task, texts: list[str], correct: list[bool]) -> bool:
-    """Whether the most common parsed answer among the samples is correct (ties: the earliest answer wins)."""
+    """Whether the most common parsed answer among the samples is correct (ties: the earliest answer wins); answers
+    are the same when their `fmt.key` is (calls as sorted JSON, free-form answers normalised)."""
     fmt = get_format(task.format)
     keys: list[str | None] = []
     for text in texts:
         try:
-            keys.append(json.dumps([c.to_dict() for c in fmt.parse(text)], sort_keys=True))
+            keys.append(fmt.key(fmt.parse(text)))
         except AnswerParseError:
             keys.append(None)  # unparsable samples do not vote
     votes = Counter(k for k in keys if k is not None)

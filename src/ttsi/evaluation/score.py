@@ -11,7 +11,7 @@ from ttsi.errors import TaskError
 from ttsi.evaluation.records import RunDir, read_records, write_summary
 from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
-from ttsi.task import Task
+from ttsi.task import Task, answer_json
 from ttsi.trace import STAGES
 
 
@@ -41,6 +41,8 @@ def score_predictions(bench: Benchmark, split: str, tasks: list[Task], predictio
         raise TaskError(f"{len(missing)} of {len(tasks)} items have no prediction (first: {missing[0]!r}); pass "
                         "--allow-missing to score them as wrong")
     settings = {"benchmark": bench.name, "split": split, "predictions": str(predictions), "n": len(tasks)}
+    if bench.scoring is not None:
+        settings["scoring"] = bench.scoring
     plan = [(t.id, 0) for t in tasks]
     with RunDir(out, settings, resume=False, plan=plan, method="external", resumable=False) as run:
         for task in tasks:
@@ -58,7 +60,7 @@ def external_record(bench: Benchmark, split: str, task: Task, output: str | None
         s = bench.score(task, output)
         correct, error, detail, counts = s.correct, s.reason, s.detail, s.counts
     try:
-        prediction = [c.to_dict() for c in get_format(task.format).parse(output or "")]
+        prediction = answer_json(get_format(task.format).parse(output or ""))
     except AnswerParseError:
         prediction = None
     return {"id": task.id, "seed": 0, "benchmark": bench.name, "split": split, "method": "external",

@@ -24,14 +24,15 @@ from ttsi.task import Task
 def train_sft(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], learn: LearnConfig, out: Path,
               seed: int = 0, settings: dict[str, Any] | None = None,
               console: Console | None = None) -> dict[str, Any]:
-    """Train one adapter on every labelled item and save it (PEFT format) with a record of what it used."""
-    labelled = [t for t in tasks if t.answer]
+    """Train one adapter on every labelled item and save it (PEFT format) with a record of what it used: the gold
+    calls, or a free-form item's first accepted answer (a math item's worked solution)."""
+    labelled = [t for t in tasks if t.labelled]
     if not labelled:
         raise TaskError(f"{bench.name}:{split} has no labelled items to train on")
     examples = []
     for t in labelled:
         fmt = get_format(t.format)
-        examples.append((answer_prompt(model, t, fmt), fmt.render(t.answer, t.tools)))
+        examples.append((answer_prompt(model, t, fmt), fmt.render(t.gold_answer or [], t.tools)))
     learner = Learner(model, learn, seed=seed)
     columns = [TextColumn(f"sft {bench.name}:{split}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn()]

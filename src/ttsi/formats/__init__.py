@@ -2,10 +2,11 @@
 
 This package is the core: the interface (`base`), the default JSON calls and the native tool-call formats
 (`hermes`, `llama3_json`, `mistral`, `pythonic`), which write a model's own call syntax and give the tools to its
-chat template (`detect_tool_parser` names the one a chat template uses). A benchmark that brings its own format
-keeps it in its folder, `ttsi/benchmarks/<name>/format.py`, registered under the benchmark's name: it is found
-there without importing anything, and imported when a task first names it, so the agent loop never loads a
-benchmark's code.
+chat template (`detect_tool_parser` names the one a chat template uses), and the free-form formats of tasks
+without tools (`free_form`: `math`, a worked solution ending in `#### N`; `qa`, a short answer). A benchmark that
+brings its own format keeps it in its folder, `ttsi/benchmarks/<name>/format.py`, registered under the benchmark's
+name: it is found there without importing anything, and imported when a task first names it, so the agent loop
+never loads a benchmark's code.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pkgutil
 from ttsi.errors import TaskError
 from ttsi.formats.base import AnswerFormat, AnswerParseError, Messages, tools_block
 from ttsi.formats.detect import detect_tool_parser, native_format
+from ttsi.formats.free_form import FreeForm, MathSolution, ShortAnswer
 from ttsi.formats.hermes import HermesCalls
 from ttsi.formats.json_calls import JsonCalls
 from ttsi.formats.llama3_json import Llama3JsonCalls
@@ -57,7 +59,8 @@ def get_format(name: str) -> AnswerFormat:
         raise TaskError(f"unknown answer format {name!r}; known formats: {', '.join(format_names())}") from None
 
 
-for _fmt in (JsonCalls(), HermesCalls(), Llama3JsonCalls(), MistralCalls(), PythonicCalls()):
+for _fmt in (JsonCalls(), HermesCalls(), Llama3JsonCalls(), MistralCalls(), PythonicCalls(), MathSolution(),
+             ShortAnswer()):
     register_format(_fmt)
 
 NATIVE_FORMATS = ("hermes", "llama3_json", "mistral", "pythonic")
@@ -66,13 +69,16 @@ __all__ = [
     "NATIVE_FORMATS",
     "AnswerFormat",
     "AnswerParseError",
+    "FreeForm",
     "HermesCalls",
     "JsonCalls",
     "Llama3JsonCalls",
+    "MathSolution",
     "Messages",
     "MistralCalls",
     "NativeFormat",
     "PythonicCalls",
+    "ShortAnswer",
     "benchmark_formats",
     "detect_tool_parser",
     "format_names",

@@ -1,7 +1,8 @@
 """The answer-format interface, and the default JSON-calls format.
 
 A format decides how a task is put to the model (`messages`) and how the answer is written (`render`), read back
-(`parse`) and committed to by its first function (`name_prefix`, the gate's candidate action).
+(`parse`) and committed to by its first function (`name_prefix`, the gate's candidate action). A tool-call format
+(`kind` "tools") renders and parses calls; a free-form one (`kind` "math" or "qa", `ttsi.formats.free_form`) text.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ttsi import jsonio
-from ttsi.task import Call, Task, Tool
+from ttsi.task import Answer, Call, Task, Tool
 
 Messages = list[dict[str, Any]]
 
@@ -53,6 +54,7 @@ class AnswerFormat:
     """Interface every answer format implements."""
 
     name: str = ""
+    kind: str = "tools"  # the task kind it answers (ttsi.task.KINDS): tool calls, or free text ("math", "qa")
     # Whether numbers may be written as strings in answers ("30" for an integer): true where the benchmark's own
     # gold does so and its scorer compares str() values; synthetic pairs are validated accordingly.
     numbers_as_strings: bool = False
@@ -87,17 +89,26 @@ class AnswerFormat:
         """The sentence that tells the model how to write its answer."""
         raise NotImplementedError
 
-    def render(self, calls: list[Call], tools: Sequence[Tool] = ()) -> str:
-        """The answer text for these calls, exactly as the model should write it.
+    def render(self, calls: Answer, tools: Sequence[Tool] = ()) -> str:
+        """The answer text for these calls (a free-form format: for this text), exactly as the model should write it.
 
         `tools`: the task's tools, for formats whose answer text depends on them (Seal-Tools numbers one
         `API_call_k` per response field of the called tool).
         """
         raise NotImplementedError
 
-    def parse(self, text: str) -> list[Call]:
-        """Calls in a generated answer; raises AnswerParseError."""
+    def parse(self, text: str) -> Answer:
+        """Calls in a generated answer (a free-form format: the answer a scorer compares); raises AnswerParseError."""
         raise NotImplementedError
+
+    def pair_answer(self, text: str) -> Answer:
+        """The answer of a synthetic pair, from the text after its `Answer:`: what the pair trains on. The calls for
+        a tool-call format; a free-form format keeps the text itself. Raises AnswerParseError."""
+        return self.parse(text)
+
+    def key(self, answer: Answer) -> str:
+        """The normal form two parsed answers are compared by (majority votes): the calls as sorted JSON."""
+        return json.dumps([c.to_dict() for c in answer], sort_keys=True)
 
     def name_prefix(self, name: str, tools: Sequence[Tool]) -> str:
         """The answer prefix that commits to calling `name` first: the gate's default candidate action.

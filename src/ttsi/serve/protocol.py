@@ -343,14 +343,14 @@ def make_reply(outcome: Outcome, request: ChatRequest, fmt: AnswerFormat, budget
     if cuts:
         text, stopped = text[: min(cuts)], True
     calls: list[Call] | None = None
-    if request.offered:
+    if request.offered:  # a free-form answer (text, not calls) is the message content
+        answer = outcome.response.answer
         if stopped:
             try:
-                calls = fmt.parse(text)
+                answer = fmt.parse(text)
             except AnswerParseError:
-                calls = None
-        else:
-            calls = outcome.response.answer
+                answer = None
+        calls = answer if isinstance(answer, list) else None
     if calls:
         tool_calls = [{"id": f"call_{secrets.token_hex(12)}", "type": "function",
                        "function": {"name": c.name, "arguments": jsonio.dumps(c.arguments, ensure_ascii=False)}}

@@ -48,10 +48,12 @@ class ServeSettings:
         """Raise ConfigError naming the first setting that cannot work (the agent config included)."""
         self.agent.validate()
         try:
-            if self.format != "auto":  # resolved from the chat template once the model is loaded
-                get_format(self.format)
+            fmt = get_format(self.format) if self.format != "auto" else None  # auto: from the chat template
         except Exception as e:  # TaskError: an unknown format is a setting problem here
             raise ConfigError(str(e)) from None
+        if fmt is not None and fmt.kind != "tools":
+            raise ConfigError(f"--tool-parser {fmt.name!r} is a free-form answer format ({fmt.kind}); the server "
+                              "answers tool-call requests (choose json, hermes, llama3_json, mistral or pythonic)")
         counts = {"--max-batch": self.max_batch, "--max-queue": self.max_queue, "max body bytes": self.max_body_bytes,
                   "max messages": self.max_messages, "max tools": self.max_tools, "max tokens": self.max_tokens}
         for name, value in counts.items():
