@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from ttsi.demo import Plan, run_demo
+from ttsi.evaluation.compare import within_run
 from ttsi.evaluation.records import read_records
 from ttsi.model import HFModel
 from ttsi.sealshift.recipe import MODELS
@@ -59,10 +60,19 @@ def test_small_demo_writes_runs_a_report_and_a_table_from_the_records(tmp_path):
     for method in plan.methods:  # each method's row: its out-of-domain and in-domain accuracy, from the records
         acc = {split: sum(r["correct"] for r in read_records(tmp_path / f"{split}-{method}" / "results.jsonl"))
                / n for split, n in plan.n.items()}
-        row = rf"^\s+{method}\s+{100 * acc['ood']:.1f} ± 0\.0\s+{100 * acc['id']:.1f} ± 0\.0\s"
+        c = within_run(list(read_records(tmp_path / f"ood-{method}" / "results.jsonl")))
+        vs = "-" if c is None else re.escape(
+            f"{100 * c['difference']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] "
+            + {"helps": "helps", "hurts": "hurts"}.get(c["verdict"], "n.s."))
+        row = rf"^\s+{method}\s+{100 * acc['ood']:.1f} ± 0\.0\s+{vs}\s+{100 * acc['id']:.1f} ± 0\.0\s"
         assert re.search(row, text, re.M), (method, text)
+        assert (c is None) == (method in ("base", "sft"))  # the comparison where base answers were recorded
     assert json.loads((tmp_path / "sft" / "sft.json").read_text())["samples"] == 6
-    assert (tmp_path / "report" / "report.md").read_text().count("| sft |") == 1
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert len(re.findall(r"^\| sft \|", report, re.M)) == 1  # one row in the accuracy table
+    for split in plan.n:  # and the comparison with the base run, for every method but base, on each split
+        for method in ("tt-si", "sft"):
+            assert re.search(rf"^\| sealshift:{split} \| {method} \| .* \| base run \(\d+ pairs\) \|$", report, re.M)
     assert not any(r["adapted"] for r in base_ood)
     assert "SFT baseline: LoRA on 6 labelled" in text
     tt_si = list(read_records(tmp_path / "ood-tt-si" / "results.jsonl"))  # adapted inputs answered by the base too

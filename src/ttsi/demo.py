@@ -219,7 +219,8 @@ def print_table(rows: list[dict[str, Any]], plan: Plan, console: Console) -> Non
                   "adapted model, synth: synthetic pairs trained on (per seed); +s: median synthesis + training + "
                   "reset seconds per adapted input; AUROC: gate confidence against base errors. vs base: the "
                   "difference from the base model's answers to the same items and seeds (points), with its paired "
-                  "bootstrap 95% CI and verdict: a method helps only when the whole interval is above 0.")
+                  "bootstrap 95% CI and verdict: a method helps only when the whole interval is above 0 (n.s.: the "
+                  "interval contains 0, no difference shown).")
 
 
 def _acc(s: dict[str, Any] | None) -> str:
@@ -230,8 +231,8 @@ def _vs_base(s: dict[str, Any] | None) -> str:
     c = (s or {}).get("vs_base")
     if not c:
         return "-"
-    return (f"{100 * c['difference']:+.1f} ({100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f}) "
-            f"{c['verdict']}")
+    short = {"helps": "helps", "hurts": "hurts"}.get(c["verdict"], "n.s.")
+    return f"{100 * c['difference']:+.1f} [{100 * c['ci_low']:+.1f}, {100 * c['ci_high']:+.1f}] {short}"
 
 
 def _per_seed(s: dict[str, Any] | None, key: str) -> str:
