@@ -1,7 +1,9 @@
 """The self-improving agent: the paper's Algorithm 1 over a batch of inputs (`respond` is it on one input).
 
     H  self-awareness     u = margin of softmax over candidate log-probs;  uncertain iff u < tau
-    G  self-augmentation  if uncertain: K new (x', y') pairs similar to x (the model itself: TT-SI; a teacher: TT-D)
+                          (or the token gate: the greedy answer's positions against a reference profile)
+    G  self-augmentation  if uncertain: K new (x', y') pairs similar to x (the model itself: TT-SI; a teacher: TT-D),
+                          kept when they pass the verifiers (schema, answer-check, consistency)
     T  self-learning      LoRA steps on the pairs, answer x, reset to the base parameters
     else                  answer x with the base model
 
