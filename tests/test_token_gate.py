@@ -103,11 +103,11 @@ def test_profile_percentiles_interpolate_like_numpy():
 def test_verdict_counts_positions_less_sure_than_the_reference():
     profile = _profile([0.5 + 0.05 * i for i in range(11)])  # 5th percentile of top1: 0.525
     row = [(0.9, 0.8, 0.1), (0.4, 0.1, 2.0), (0.99, 0.98, 0.01), (0.52, 0.3, 1.0)]
-    v = token_verdict(row, ["a", "b", "c", "d"], profile, "top1", 5.0)
+    v = token_verdict(row, ["a", "b", "c", "d"].__getitem__, profile, "top1", 5.0)
     assert math.isclose(v.threshold, 0.525)
     assert (v.positions, v.flagged, v.share) == (4, 2, 0.5)
     assert [(u["position"], u["token"]) for u in v.unsure] == [(1, "b"), (3, "d")]
-    entropy = token_verdict(row, ["a", "b", "c", "d"], profile, "entropy", 5.0)  # above 0.975 is unsure
+    entropy = token_verdict(row, ["a", "b", "c", "d"].__getitem__, profile, "entropy", 5.0)  # above 0.975 is unsure
     assert [u["position"] for u in entropy.unsure] == [1, 3]
     assert v.measures["min_prob"] == 0.4
     assert math.isclose(v.measures["mean_logprob"], math.exp(sum(math.log(r[0]) for r in row) / 4))

@@ -116,7 +116,7 @@ def assess_tokens(model: HFModel, prompts: list[str], profile: TokenProfile, con
     assert stats.tokens is not None
     verdicts = []
     for row, ids in zip(stats.rows(), stats.tokens, strict=True):
-        v = token_verdict(row, [model.tokenizer.decode([i]) for i in ids], profile, config.token_stat,
+        v = token_verdict(row, lambda i, ids=ids: model.tokenizer.decode([ids[i]]), profile, config.token_stat,
                           config.token_percentile)
         uncertain = (v.flagged >= config.token_count if config.token_count is not None
                      else v.positions > 0 and v.share >= (config.token_share or 0))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,15 +119,15 @@ def build_profile(rows: list[list[tuple[float, float, float]]], model: str, voca
                         n_positions=sum(len(r) for r in answers), source=source, percentiles=percentiles)
 
 
-def token_verdict(row: list[tuple[float, float, float]], tokens: list[str], profile: TokenProfile, stat: str,
-                  percentile: float) -> TokenVerdict:
-    """Compare one answer's positions with the profile's `percentile` of `stat`."""
+def token_verdict(row: list[tuple[float, float, float]], token_text: Callable[[int], str], profile: TokenProfile,
+                  stat: str, percentile: float) -> TokenVerdict:
+    """Compare one answer's positions with the profile's `percentile` of `stat`; `token_text(i)`: position i's
+    text, asked only for the unsure positions the trace shows."""
     column = STATS.index(stat)
     threshold = profile.threshold(stat, percentile)
     values = [position[column] for position in row]
     low = [i for i, v in enumerate(values) if (v > threshold if stat == "entropy" else v < threshold)]
-    unsure = [{"position": i, "token": tokens[i] if i < len(tokens) else "", "value": values[i]}
-              for i in low[:MAX_UNSURE_SHOWN]]
+    unsure = [{"position": i, "token": token_text(i), "value": values[i]} for i in low[:MAX_UNSURE_SHOWN]]
     return TokenVerdict(stat=stat, threshold=threshold, positions=len(values), flagged=len(low),
                         share=len(low) / len(values) if values else 0.0, unsure=unsure, measures=answer_measures(row))
 

@@ -93,7 +93,7 @@ def _candidate(g: dict[str, Any], measure: str) -> float | None:
 _MEASURES: dict[str, Any] = {
     "rss_margin": lambda g: _candidate(g, "margin"),
     "rss_entropy": lambda g: _candidate(g, "entropy"),
-    "rss_perplexity": lambda g: _candidate(g, "perplexity") if g.get("measure") != "token" else None,
+    "rss_perplexity": lambda g: _candidate(g, "perplexity"),
     "token_share": lambda g: 1 - g["tokens"]["share"] if g.get("tokens") else None,
     "mean_token_logprob": lambda g: g["tokens"]["measures"]["mean_logprob"] if g.get("tokens") else None,
     "min_token_prob": lambda g: g["tokens"]["measures"]["min_prob"] if g.get("tokens") else None,
