@@ -127,3 +127,14 @@ def test_report_compares_each_method_with_the_base_run(tmp_path):
     assert f"{100 * expected['difference']:+.2f}" in row and f"{expected['fixed']} / 0" in row
     assert "**helps**" in row and "base run (60 pairs)" in row
     assert (tmp_path / "r" / "difference_from_base.png").stat().st_size > 1000
+
+
+def test_the_margin_plot_leaves_out_token_gate_records():
+    from ttsi.evaluation.report import gate_groups
+
+    summary = {"benchmark": "toy", "split": "seen", "method": "base"}
+    record = {"id": "a", "seed": 0, "base_correct": True}
+    token = {"summary": summary, "records": [record | {"gate": {"measure": "token", "margin": 0.4}}]}
+    rss = {"summary": summary, "records": [record | {"gate": {"measure": "margin", "margin": 0.4}}]}
+    assert gate_groups([token]) == []  # 1 - unsure share is no candidate margin
+    assert gate_groups([rss]) == [("toy:seen: base", [(0.4, True)])]

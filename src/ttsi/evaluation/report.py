@@ -222,7 +222,8 @@ PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
 
 def gate_groups(runs: list[dict[str, Any]]) -> list[tuple[str, list[tuple[float, bool]]]]:
-    """The gate's (margin, base correct) pairs per run, one entry per distinct set.
+    """The gate's (margin, base correct) pairs per run, one entry per distinct set (candidate measures only: the
+    token gate has no candidate margin).
 
     With `record_base`, every method run on the same items with the same model gates with the same base margins;
     those runs share one entry (titled with all their methods), so the plot shows each distinct gate once.
@@ -230,7 +231,8 @@ def gate_groups(runs: list[dict[str, Any]]) -> list[tuple[str, list[tuple[float,
     groups: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
     for r in runs:
         known = tuple(sorted((x["id"], x["seed"], x["gate"]["margin"], bool(x["base_correct"])) for x in r["records"]
-                             if x.get("gate") and x.get("base_correct") is not None))
+                             if x.get("gate") and x["gate"].get("measure") != "token"
+                             and x.get("base_correct") is not None))
         if known:
             s = r["summary"]
             groups.setdefault((f"{s['benchmark']}:{s['split']}", known), []).append(method_label(s))
