@@ -25,7 +25,8 @@ from ttsi.task import Call
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "src" / "ttsi" / "benchmarks"
-NAMES = ["apibank", "bfcl", "gsm8k", "nexusraven", "nq_open", "sealshift", "sealtools", "toolalpaca", "toy"]
+NAMES = ["apibank", "arithshift", "bfcl", "gsm8k", "nexusraven", "nq_open", "sealshift", "sealtools", "toolalpaca",
+         "toy"]
 OWN_FORMATS = ["apibank", "bfcl", "nexusraven", "sealtools", "toolalpaca"]
 CORE_FORMATS = {"json", "hermes", "llama3_json", "mistral", "pythonic", "math", "qa"}
 

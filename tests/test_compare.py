@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,28 @@ def test_the_margin_plot_leaves_out_token_gate_records():
     rss = {"summary": summary, "records": [record | {"gate": {"measure": "margin", "margin": 0.4}}]}
     assert gate_groups([token]) == []  # 1 - unsure share is no candidate margin
     assert gate_groups([rss]) == [("toy:seen: base", [(0.4, True)])]
+
+
+def test_report_tables_and_plots_each_gate_measure_once_per_distinct_gate(tmp_path):
+    def run(name: str, method: str, measures: dict) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        records = [{name: None for name in FIELDS} | _record(str(i), 0, True, method=method)
+                   | {"subsets": [], "timings": {}} for i in range(4)]
+        (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        summary = {"benchmark": "toy", "split": "unseen", "method": method, "n": 4, "seeds": [0],
+                   "accuracy": {"mean": 1.0, "std": 0.0}, "adapted": {"fraction": 0.0},
+                   "synthetic_used": {"mean": 0.0}, "gate_measures": measures}
+        (d / "summary.json").write_text(json.dumps(summary))
+        return d
+
+    same = {"token_share": {"auroc": 0.8125, "n": 4}, "token_min_prob": {"auroc": 0.6, "n": 4}}
+    other = {"rss_margin": {"auroc": 0.25, "n": 4}, "token_share": {"auroc": None, "n": 4}}  # None: undefined
+    report = write_report([run("a", "tt-si", same), run("b", "tt-icl", same), run("c", "oracle", other)],
+                          tmp_path / "r")
+    text = report.read_text()
+    rows = [line for line in text.split("## Gate quality per measure")[1].splitlines() if line.startswith("| toy")]
+    assert rows == ["| toy:unseen (tt-si, tt-icl) | 0.812 | 0.600 | - | 4 |",
+                    "| toy:unseen (oracle) | - | - | 0.250 | 4 |"]
+    assert "| runs | token_share | token_min_prob | rss_margin | n |" in text
+    assert (tmp_path / "r" / "gate_measures.png").stat().st_size > 1000

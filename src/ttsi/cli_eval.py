@@ -120,6 +120,8 @@ def eval_command(
                                                  "(multi-adapter LoRA); 1 = one at a time."),
     dtype: str = DTYPE,
     device: str | None = DEVICE,
+    label: str | None = typer.Option(None, help="The run's name in `ttsi report` (default: the method), e.g. "
+                                                "tt-si+answer-check for one of several tt-si runs."),
 ) -> None:
     """Evaluate a method on a benchmark split over seeds: results.jsonl per item, summary.json, resumable."""
     taus, seed_list = sorted(_floats(tau, "--tau")), _ints(seeds, "--seeds")
@@ -142,7 +144,7 @@ def eval_command(
     settings = EvalSettings(model=model, adapter=adapter, benchmark=bench.name, split=split, limit=limit,
                             n=len(tasks), seeds=tuple(seed_list), taus=tuple(taus), agent=config, batch=batch,
                             data_dir=str(path) if path else None, dtype=dtype, device=device,
-                            scoring=bench.scoring)
+                            scoring=bench.scoring, label=label)
     quiet_libraries()
     from ttsi.evaluation.runner import run_eval
     from ttsi.model import HFModel

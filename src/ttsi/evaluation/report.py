@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -97,6 +98,10 @@ def write_report(paths: list[Path], out: Path) -> Path:
                   AGAINST_NOTE,
                   ""]
     lines += ["## Details", "", *_details(runs)]
+    measured = gate_measure_groups(runs)
+    if measured:
+        lines += ["", "## Gate quality per measure (AUROC against base errors)", "", *_measures_table(measured), "",
+                  MEASURES_NOTE]
     sweeps = [r for r in runs if r["summary"].get("by_tau")]
     if sweeps:
         lines += ["", "## Accuracy against tau", "", *_sweep_table(sweeps)]
@@ -218,6 +223,43 @@ def _sweep_table(runs: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+MEASURES_NOTE = ("Each measure's confidence on the same inputs, scored against the base model's errors (1.0: every "
+                 "wrong answer less confident than every right one; 0.5: chance). rss_*: the candidate measures "
+                 "(Relative Softmax Scoring's margin, entropy over the candidates, the top candidate's 1 / "
+                 "perplexity); token_*: the token gate's (1 - the unsure share, mean token log-prob, minimum token "
+                 "probability, mean entropy). Runs that gate the same inputs with the same base model share a row.")
+
+
+def gate_measure_groups(runs: list[dict[str, Any]]) -> list[tuple[str, dict[str, dict[str, float]]]]:
+    """(title, summary `gate_measures`) per distinct set of measures: runs of several methods over the same items,
+    which gate with the same base model, report the same AUROCs and share one entry."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    measures: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for r in runs:
+        s = r["summary"]
+        if not s.get("gate_measures"):
+            continue
+        key = (f"{s['benchmark']}:{s['split']}", json.dumps(s["gate_measures"], sort_keys=True))
+        groups.setdefault(key, []).append(method_label(s))
+        measures[key] = s["gate_measures"]
+    return [(f"{split} ({', '.join(labels)})", measures[split, m]) for (split, m), labels in groups.items()]
+
+
+def _undefined_as_nan(x: float | None) -> float:
+    """An AUROC for a plot: NaN (no bar) where it is undefined (null in the summary: one class only)."""
+    return math.nan if x is None else x
+
+
+def _measures_table(groups: list[tuple[str, dict[str, dict[str, float]]]]) -> list[str]:
+    names = list(dict.fromkeys(name for _, m in groups for name in m))
+    lines = ["| runs | " + " | ".join(names) + " | n |", "|" + "---|" * (len(names) + 2)]
+    for title, m in groups:
+        n = max(v["n"] for v in m.values())
+        lines.append(f"| {title} | " + " | ".join(_num(m[name]["auroc"], ".3f") if name in m else "-"
+                                                  for name in names) + f" | {n} |")
+    return lines
+
+
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860")
 
 
@@ -298,6 +340,26 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[str]:
         fig.savefig(out / "accuracy_vs_tau.png", dpi=120)
         plt.close(fig)
         written.append("accuracy_vs_tau.png")
+
+    measured = gate_measure_groups(runs)
+    if measured:
+        names = list(dict.fromkeys(name for _, m in measured for name in m))
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.8 * len(names) * len(measured) + 2), 3.5))
+        width = 0.8 / len(measured)
+        for j, (title, m) in enumerate(measured):
+            xs = [i + (j - (len(measured) - 1) / 2) * width for i, name in enumerate(names) if name in m]
+            ax.bar(xs, [_undefined_as_nan(m[name]["auroc"]) for name in names if name in m], width, label=title,
+                   color=PALETTE[j % len(PALETTE)])
+        ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+        ax.set_xticks(range(len(names)), names, fontsize=7, rotation=20)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("AUROC against base errors")
+        ax.set_title("gate quality per measure (0.5: chance)")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(out / "gate_measures.png", dpi=120)
+        plt.close(fig)
+        written.append("gate_measures.png")
 
     groups = gate_groups(runs)
     if groups:

@@ -27,9 +27,11 @@ class EvalSettings:
     dtype: str
     device: str | None
     scoring: str | None = None  # the benchmark's scoring mode; None (and no key) where it has a single one
+    label: str | None = None  # the run's name in reports (e.g. tt-si+answer-check); None (and no key): the method
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if self.scoring is None:
-            del out["scoring"]
+        for optional in ("scoring", "label"):
+            if out[optional] is None:
+                del out[optional]
         return out | {"seeds": list(self.seeds), "taus": list(self.taus), "agent": self.agent.to_dict()}

@@ -124,8 +124,9 @@ def check_recipe(recipe: Recipe | TeacherRecipe) -> None:
             raise ConfigError(f"recipe: {message}")
 
 
-def with_settings(recipe: Any, settings: list[str]) -> Any:
-    """`recipe` with FIELD=VALUE settings applied (`ttsi train-base --set`), each value parsed as its field's type."""
+def with_settings(recipe: Any, settings: list[str], check: Callable[[Any], None] = check_recipe) -> Any:
+    """`recipe` with FIELD=VALUE settings applied (`ttsi train-base --set`), each value parsed as its field's type,
+    then checked by `check`."""
     from ttsi.errors import ConfigError
 
     fields = {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)}
@@ -150,7 +151,7 @@ def with_settings(recipe: Any, settings: list[str]) -> Any:
             raise ConfigError(f"--set {setting!r}: {name} must be {kind}, like its default {default!r}") from None
         changes[name] = value
     changed = dataclasses.replace(recipe, **changes)
-    check_recipe(changed)
+    check(changed)
     return changed
 
 

@@ -1,0 +1,1 @@
+"""ArithShift: the embedded arithmetic word-problem setting (its derivation and its model's recipe)."""
