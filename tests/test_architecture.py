@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "ttsi"
 BENCHMARK_FORMATS = tuple(f"benchmarks.{p.parent.name}.format" for p in sorted(SRC.glob("benchmarks/*/format.py")))
 
 # What each layer may not import. Names are module prefixes under `ttsi.`.
-TOP = ("cli", "cli_common", "cli_eval", "cli_serve", "demo")
+TOP = ("cli", "cli_common", "cli_eval", "cli_reproduce", "cli_serve", "demo")
 LAYERS = {
     "the engine": (("engine.",), (*TOP, "serve", "evaluation", "agent", "awareness", "augment", "learn", "teacher",
                                   "calibrate", "prompts", "benchmarks", "formats")),
@@ -32,18 +32,24 @@ LAYERS = {
     "the agent loop": (("agent",), (*TOP, "serve", "evaluation", "benchmarks")),
     # The trace names the stages' types for type checking only (no torch at run time: see the subprocess test).
     "the trace": (("trace",), (*TOP, "serve", "evaluation", "agent", "benchmarks", "model")),
-    # SealShift's derivation and the embedded model's training read the shipped splits through its benchmark.
-    "the embedded model's recipe": (("sealshift.",), (*TOP, "serve", "evaluation", "agent")),
+    # The embedded settings' derivations and models' training read the shipped splits through their benchmarks.
+    "the embedded model's recipe": (("sealshift.", "arithshift."), (*TOP, "serve", "evaluation", "agent")),
     "the server": (("serve.",), (*TOP, "evaluation", "benchmarks")),
-    "the evaluation": (("evaluation.",), (*TOP, "serve")),
+    "the evaluation": (("evaluation.",), (*TOP, "serve", "reproduce")),
+    # Plans and their executors (local, Ray) run cells through the evaluation; nothing below them imports them.
+    "the reproduction": (("reproduce.",), (*TOP, "serve")),
     "the benchmarks": (("benchmarks.",), (*TOP, "serve", "evaluation", "agent", "trace", "awareness", "augment",
-                                          "learn", "teacher", "calibrate", "prompts", "model", "engine", "sealshift")),
+                                          "learn", "teacher", "calibrate", "prompts", "model", "engine", "sealshift",
+                                          "arithshift")),
     "answer formats and tasks": (("formats.", *BENCHMARK_FORMATS, "task", "schema", "jsonschema", "jsonio", "arith"),
                                  (*TOP, "serve", "evaluation", "agent", "awareness", "augment", "learn", "teacher",
                                   "calibrate", "prompts", "benchmarks", "model", "engine")),
     "provenance": (("provenance",), (*TOP, "serve", "evaluation", "agent", "trace", "awareness", "augment", "learn",
                                      "teacher", "calibrate", "prompts", "benchmarks", "formats", "model", "engine")),
 }
+# `reproduce/` sits between the front ends and the evaluation: no layer but the front ends imports it.
+LAYERS = {name: (members, forbidden if name == "the reproduction" else (*forbidden, "reproduce"))
+          for name, (members, forbidden) in LAYERS.items()}
 
 
 def _module(path: Path) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 
-from ttsi import cli_eval, cli_serve, jsonio
+from ttsi import cli_eval, cli_reproduce, cli_serve, jsonio
 from ttsi.cli_common import (
     CANDIDATES,
     DEVICE,
@@ -49,6 +49,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Self-improving LLM agents at test time (TT-SI): gate, synthesize, adapt, answer, reset.")
 cli_eval.register(app)  # eval, score, report, sft
 cli_serve.register(app)  # serve
+cli_reproduce.register(app)  # reproduce
 
 
 @app.command()
@@ -241,24 +242,26 @@ def _matches_gold(task: Task, raw: str) -> bool:
 @app.command()
 @cli_errors
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="Fewer inputs, methods and seeds: about a minute."),
+    quick: bool = typer.Option(False, "--quick", help="Fewer inputs and methods: about a minute."),
     out: Path = typer.Option(Path("runs/demo"), help="Where the runs, the SFT adapter and the report go."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted demo in --out."),
     workers: int = typer.Option(2, min=1, help="Worker processes (one CPU thread each)."),
 ) -> None:
     """Every method on the embedded SealShift model: out-of-domain test and in-domain control, table + report."""
-    import dataclasses
-
     quiet_libraries()
-    from ttsi.demo import FULL, QUICK, run_demo
+    from ttsi.demo import run_demo
+    from ttsi.reproduce.builtin import demo_plan
 
-    run_demo(dataclasses.replace(QUICK if quick else FULL, workers=workers), out_dir=out, resume=resume)
+    run_demo(demo_plan(quick), out_dir=out, resume=resume, workers=workers)
 
 
 @app.command("train-base")
 @cli_errors
 def train_base(
-    out: Path = typer.Option(Path(".cache/ttsi/sealshift-base"), help="Where to write the model and tokenizer."),
+    out: Path | None = typer.Option(None, help="Where to write the model and tokenizer (default "
+                                               ".cache/ttsi/SETTING-base)."),
+    setting: str = typer.Option("sealshift", "--setting", help="The embedded setting: sealshift (tool calls, "
+                                "`Recipe`) or arithshift (math word problems, `ArithRecipe`)."),
     teacher: bool = typer.Option(False, "--teacher", help="Train the TT-D teacher instead: the base model "
                                  "(--base) trained further on in-domain plus labelled out-of-domain data."),
     base: Path | None = typer.Option(None, help="The base model the teacher starts from (default: the shipped one)."),
@@ -269,11 +272,13 @@ def train_base(
                                 "twice the steps per second for the small recipe model; weights then differ from "
                                 "a 1-process run by float rounding)."),
     settings: list[str] = typer.Option([], "--set", help="Change a recipe field, e.g. --set rename_fraction=0 "
-                                       "(repeatable; the fields are `Recipe`'s or `TeacherRecipe`'s)."),
+                                       "(repeatable; the fields are `Recipe`'s, `TeacherRecipe`'s or "
+                                       "`ArithRecipe`'s)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write over a model --out already holds."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (same options)."),
 ) -> None:
-    """Train the embedded default model (or its teacher) from scratch on SealShift, deterministically (seeded)."""
+    """Train an embedded model from scratch, deterministically (seeded): SealShift's default model (or its teacher),
+    or ArithShift's math model (--setting arithshift)."""
     import dataclasses
 
     quiet_libraries()
@@ -281,7 +286,18 @@ def train_base(
 
     from ttsi.sealshift.recipe import MODELS, STATES, Recipe, TeacherRecipe, train_base, train_teacher, with_settings
 
-    recipe: Recipe | TeacherRecipe = with_settings(TeacherRecipe() if teacher else Recipe(), settings)
+    if setting not in ("sealshift", "arithshift"):
+        raise ConfigError(f"--setting must be sealshift or arithshift, got {setting!r}")
+    if setting == "arithshift" and teacher:
+        raise ConfigError("--teacher: ArithShift has no teacher model (its TT-D needs a teacher endpoint)")
+    out = out or Path(f".cache/ttsi/{setting}-base")
+    recipe: Any
+    if setting == "arithshift":
+        from ttsi.arithshift.recipe import ArithRecipe, check_arith_recipe, train_arith
+
+        recipe = with_settings(ArithRecipe(), settings, check_arith_recipe)
+    else:
+        recipe = with_settings(TeacherRecipe() if teacher else Recipe(), settings)
     if steps is not None:
         recipe = dataclasses.replace(recipe, steps=steps)
     if workers > recipe.batch_size:
@@ -308,7 +324,9 @@ def train_base(
             def progress(step: int, loss: float) -> None:
                 bar.update(job, completed=step + 1, loss=loss)
 
-            if teacher:
+            if setting == "arithshift":
+                info = train_arith(out, recipe, progress=progress, workers=workers, resume=resume)
+            elif teacher:
                 info = train_teacher(base, out, recipe, progress=progress, workers=workers,  # type: ignore[arg-type]
                                      resume=resume)
             else:
@@ -321,7 +339,7 @@ def train_base(
         raise typer.Exit(130) from None
     typer.echo(f"saved {out} ({info['parameters']:,} parameters, {info['seconds']} s, "
                f"final loss {info['final_loss']:.3f}); evaluate it with "
-               f"`ttsi eval --model {out} --benchmark sealshift:id --method base`")
+               f"`ttsi eval --model {out} --benchmark {setting}:id --method base`")
 
 
 def main() -> None:

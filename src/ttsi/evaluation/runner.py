@@ -17,7 +17,7 @@ from ttsi.augment import Synthesizer
 from ttsi.benchmarks import Benchmark, ItemScore
 from ttsi.config import AgentConfig
 from ttsi.errors import ConfigError
-from ttsi.evaluation.records import RunDir, read_records, write_summary
+from ttsi.evaluation.records import RESULTS, RunDir, read_records, write_summary
 from ttsi.evaluation.summary import summarize, to_json
 from ttsi.formats import AnswerParseError, get_format
 from ttsi.model import HFModel
@@ -40,6 +40,64 @@ def check_sweep(config: AgentConfig, taus: list[float]) -> None:
             raise ConfigError(f"tau must be in [0, 1], got {tau}")
 
 
+def run_config(config: AgentConfig, taus: list[float] | None, seeds: list[int], teacher_given: bool,
+               batch_size: int) -> tuple[AgentConfig, list[float]]:
+    """The config a run answers with, and its sorted taus; every setting (each seed's too) checked first.
+
+    The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
+    """
+    taus = sorted(taus or [config.gate.tau])
+    check_sweep(config, taus)
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+    for seed in seeds:  # checked before the run directory is written
+        dataclasses.replace(config, seed=seed).validate(teacher_given=teacher_given)
+    config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
+                                 record_base=config.record_base or len(taus) > 1)
+    return config, taus
+
+
+def work_units(tasks: list[Task], seeds: list[int], done: set[tuple[str, int]] | frozenset[tuple[str, int]],
+               batch_size: int) -> list[tuple[int, list[Task]]]:
+    """The (seed, tasks) batches still to answer, in the order a run answers them: each seed's items not yet in
+    `done`, consecutive, `batch_size` at a time. Whoever answers them (this process, a worker, a Ray actor) answers
+    the same batches, so the records are the same."""
+    todo = [(seed, t) for seed in seeds for t in tasks if (t.id, seed) not in done]
+    return list(_batches(todo, batch_size))
+
+
+class BatchAnswerer:
+    """Answers a run's batches as records: one agent per seed (a fresh one when the seed changes: it draws its
+    own initial adapters), the oracle's base agent for items without gold, and the base model's answers to adapted
+    inputs when the config records them. `close()` takes the agent's adapters out of the model."""
+
+    def __init__(self, model: HFModel, bench: Benchmark, split: str, config: AgentConfig,
+                 teacher: Synthesizer | None = None):
+        self.model, self.bench, self.split, self.config, self.teacher = model, bench, split, config, teacher
+        self.agent: SelfImprovingAgent | None = None
+        self.base: SelfImprovingAgent | None = None
+
+    def records(self, seed: int, batch: list[Task]) -> list[dict[str, Any]]:
+        """One record per task of `batch`, in order, answered with `seed`."""
+        if self.agent is None or self.agent.config.seed != seed:
+            self.close()
+            self.agent = SelfImprovingAgent(self.model, dataclasses.replace(self.config, seed=seed),
+                                            teacher=self.teacher)
+            if self.config.method == "oracle":  # answers the items that have no gold to train on
+                self.base = SelfImprovingAgent(self.model, dataclasses.replace(self.config, seed=seed,
+                                                                               method="base"))
+        responses = _respond(self.agent, self.base, batch)
+        base_raws = (base_answers(self.model, responses, self.config) if self.config.record_base
+                     else [None] * len(batch))
+        return [make_record(self.bench, self.split, task, seed, response, base_raw)
+                for task, response, base_raw in zip(batch, responses, base_raws, strict=True)]
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.close()
+        self.agent = self.base = None
+
+
 def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], config: AgentConfig, seeds: list[int],
              out: Path, settings: dict[str, Any], taus: list[float] | None = None, resume: bool = False,
              teacher: Synthesizer | None = None, console: Console | None = None, batch_size: int = 1) -> dict[str, Any]:
@@ -48,48 +106,34 @@ def run_eval(model: HFModel, bench: Benchmark, split: str, tasks: list[Task], co
     `batch_size` > 1: the remaining items of each seed go through `SelfImprovingAgent.respond_batch` that many at
     a time (their adaptations trained together); records are still appended one per item, in order.
     """
-    taus = sorted(taus or [config.gate.tau])
-    check_sweep(config, taus)
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be at least 1, got {batch_size}")
-    for seed in seeds:  # every setting, each seed included, is checked before the run directory is written
-        dataclasses.replace(config, seed=seed).validate(teacher_given=teacher is not None)
-    # The run adapts at the largest tau and records base answers, so every smaller tau is read off the same run.
-    config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, tau=taus[-1]),
-                                 record_base=config.record_base or len(taus) > 1)
+    config, taus = run_config(config, taus, seeds, teacher is not None, batch_size)
     console = console or Console(stderr=True)
     plan = [(t.id, seed) for seed in seeds for t in tasks]  # every record is config.method's (an oracle's too)
     with RunDir(out, settings, resume, plan=plan, method=config.method) as run:
-        todo = [(seed, t) for seed in seeds for t in tasks if (t.id, seed) not in run.done]
-        done_before = len(seeds) * len(tasks) - len(todo)
+        units = work_units(tasks, seeds, run.done, batch_size)
         correct = Counter(r["correct"] for r in read_records(run.results))
         columns = [TextColumn(f"{bench.name}:{split} {config.method}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("acc {task.fields[acc]}"), TimeRemainingColumn()]
         with Progress(*columns, console=console, transient=False) as bar:
-            job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=done_before, acc=_acc(correct))
-            agent: SelfImprovingAgent | None = None
-            base = None
+            job = bar.add_task("eval", total=len(seeds) * len(tasks), completed=len(run.done), acc=_acc(correct))
+            answerer = BatchAnswerer(model, bench, split, config, teacher)
             try:
-                for seed, batch in _batches(todo, batch_size):
-                    if agent is None or agent.config.seed != seed:
-                        if agent is not None:
-                            agent.close()  # the next seed's agent draws its own initial adapters
-                        agent = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed), teacher=teacher)
-                        if config.method == "oracle":  # answers the items that have no gold to train on
-                            base = SelfImprovingAgent(model, dataclasses.replace(config, seed=seed, method="base"))
-                    responses = _respond(agent, base, batch)
-                    base_raws = base_answers(model, responses, config) if config.record_base else [None] * len(batch)
-                    for task, response, base_raw in zip(batch, responses, base_raws, strict=True):
-                        record = make_record(bench, split, task, seed, response, base_raw)
+                for seed, batch in units:
+                    for record in answerer.records(seed, batch):
                         run.append(record)
                         correct[record["correct"]] += 1
                         bar.update(job, advance=1, acc=_acc(correct))
             finally:
-                if agent is not None:
-                    agent.close()
-    records = read_records(run.results)
+                answerer.close()
+    return write_run_summary(Path(out), bench, split, taus, tasks, settings)
+
+
+def write_run_summary(out: Path, bench: Benchmark, split: str, taus: list[float], tasks: list[Task],
+                      settings: dict[str, Any]) -> dict[str, Any]:
+    """summary.json of a run directory, recomputed from its records (and returned)."""
+    records = read_records(out / RESULTS)
     summary = summarize(records, bench, split, taus, tasks) | {"settings": settings}
-    write_summary(Path(out), to_json(summary))
+    write_summary(out, to_json(summary))
     return summary
 
 
