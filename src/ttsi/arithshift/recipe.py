@@ -54,18 +54,12 @@ class ArithRecipe:
 def check_arith_recipe(r: ArithRecipe) -> None:
     """Raise ConfigError naming the first field a training run cannot work with."""
     from ttsi.errors import ConfigError
-    from ttsi.sealshift.recipe import MIN_VOCAB
+    from ttsi.sealshift.recipe import shape_checks
 
     checks = [
         (r.steps >= 1 and r.batch_size >= 1, "steps and batch_size must be at least 1"),
         (r.lr > 0, f"lr must be positive, got {r.lr}"),
-        (min(r.hidden, r.layers, r.heads, r.kv_heads, r.intermediate) >= 1,
-         "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
-        (r.hidden % max(r.heads, 1) == 0 and (r.hidden // max(r.heads, 1)) % 2 == 0,
-         f"hidden ({r.hidden}) must be heads ({r.heads}) times an even head size (rotary embeddings)"),
-        (r.heads % max(r.kv_heads, 1) == 0, f"heads ({r.heads}) must be a multiple of kv_heads ({r.kv_heads})"),
-        (r.vocab_size > MIN_VOCAB, f"vocab_size must be above {MIN_VOCAB}, got {r.vocab_size}"),
-        (r.copy_steps >= 0 and r.copy_batch_size >= 1, "copy_steps must be at least 0 and copy_batch_size at least 1"),
+        *shape_checks(r),
         *((0 <= getattr(r, f) <= 1, f"{f} must be in [0, 1], got {getattr(r, f)}")
           for f in ("synthesis_fraction", "demo_fraction")),
     ]

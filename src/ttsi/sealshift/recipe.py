@@ -108,20 +108,27 @@ def check_recipe(recipe: Recipe | TeacherRecipe) -> None:
         checks += [
             (bool(r.splits) and not unknown, f"splits must name some of {', '.join(TRAINABLE_SPLITS)} (never a test "
                                              f"split), got {','.join(r.splits) or 'none'}"),
-            (min(r.hidden, r.layers, r.heads, r.kv_heads, r.intermediate) >= 1,
-             "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
-            (r.hidden % max(r.heads, 1) == 0 and (r.hidden // max(r.heads, 1)) % 2 == 0,
-             f"hidden ({r.hidden}) must be heads ({r.heads}) times an even head size (rotary embeddings)"),
-            (r.heads % max(r.kv_heads, 1) == 0, f"heads ({r.heads}) must be a multiple of kv_heads ({r.kv_heads})"),
-            (r.vocab_size > MIN_VOCAB, f"vocab_size must be above {MIN_VOCAB} (the 256 bytes and 3 special tokens), "
-                                     f"got {r.vocab_size}"),
+            *shape_checks(r),
             (r.name_weight > 0, f"name_weight must be positive, got {r.name_weight}"),
-            (r.copy_steps >= 0 and r.copy_batch_size >= 1, "copy_steps must be at least 0 and copy_batch_size at "
-                                                           "least 1"),
         ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(f"recipe: {message}")
+
+
+def shape_checks(r: Any) -> list[tuple[bool, str]]:
+    """(ok, message) for what every from-scratch recipe shares: the model's shape, the tokenizer's size, the copy
+    warm-up (`Recipe`, `ttsi.arithshift.recipe.ArithRecipe`)."""
+    return [
+        (min(r.hidden, r.layers, r.heads, r.kv_heads, r.intermediate) >= 1,
+         "hidden, layers, heads, kv_heads and intermediate must be at least 1"),
+        (r.hidden % max(r.heads, 1) == 0 and (r.hidden // max(r.heads, 1)) % 2 == 0,
+         f"hidden ({r.hidden}) must be heads ({r.heads}) times an even head size (rotary embeddings)"),
+        (r.heads % max(r.kv_heads, 1) == 0, f"heads ({r.heads}) must be a multiple of kv_heads ({r.kv_heads})"),
+        (r.vocab_size > MIN_VOCAB, f"vocab_size must be above {MIN_VOCAB} (the 256 bytes and 3 special tokens), "
+                                 f"got {r.vocab_size}"),
+        (r.copy_steps >= 0 and r.copy_batch_size >= 1, "copy_steps must be at least 0 and copy_batch_size at least 1"),
+    ]
 
 
 def with_settings(recipe: Any, settings: list[str], check: Callable[[Any], None] = check_recipe) -> Any:
