@@ -22,7 +22,16 @@ from typing import Any
 from ttsi.benchmarks.arithshift import SPLITS_DIR, load_split
 from ttsi.formats import get_format
 from ttsi.prompts import answer_messages, render_pair, synthesis_messages
-from ttsi.sealshift.recipe import ASSETS, _finished, _resumed, _save_info, _started, _states, copy_examples, supervised
+from ttsi.sealshift.recipe import (
+    ASSETS,
+    copy_examples,
+    finish_stages,
+    resumed_steps,
+    save_info,
+    stage_states,
+    started,
+    supervised,
+)
 from ttsi.task import Task
 
 Messages = list[dict[str, str]]
@@ -113,11 +122,11 @@ def train_arith(out_dir: str | Path, recipe: ArithRecipe = ArithRecipe(), data: 
     from ttsi.tiny_models import build_tiny_model
 
     check_arith_recipe(recipe)
-    start = _started()
+    start = started()
     meta = {"recipe": dataclasses.asdict(recipe), "workers": workers,
             "data": hashlib.sha256((data / "train.jsonl").read_bytes()).hexdigest()}
-    states = _states(Path(out_dir), ("copy", "task"), resume, meta)
-    resumed = _resumed(states)
+    states = stage_states(Path(out_dir), ("copy", "task"), resume, meta)
+    resumed = resumed_steps(states)
     tasks = load_split("train", data)
     pairs = math_examples(tasks, recipe.seed, recipe.synthesis_fraction, recipe.demo_fraction)
     tokenizer = recipe_tokenizer(recipe, pairs)  # type: ignore[arg-type]
@@ -135,7 +144,7 @@ def train_arith(out_dir: str | Path, recipe: ArithRecipe = ArithRecipe(), data: 
                              batch_size=recipe.batch_size, seed=recipe.seed, progress=shifted, workers=workers,
                              state=states["task"])
     model.save_pretrained(out)
-    info = _save_info(out, model, recipe, len(examples), len(tasks), losses, start, data, workers=workers,
+    info = save_info(out, model, recipe, len(examples), len(tasks), losses, start, data, workers=workers,
                       **({"resumed": resumed} if resumed else {}))
-    _finished(states)
+    finish_stages(states)
     return info

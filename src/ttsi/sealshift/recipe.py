@@ -323,7 +323,7 @@ def model_sizes(recipe: Recipe) -> dict[str, int]:
 STATES = {"copy": "resume-copy.pt", "task": "resume-task.pt", "teacher": "resume-teacher.pt"}
 
 
-def _states(out: Path, stages: tuple[str, ...], resume: bool, meta: dict[str, Any]) -> dict[str, TrainState]:
+def stage_states(out: Path, stages: tuple[str, ...], resume: bool, meta: dict[str, Any]) -> dict[str, TrainState]:
     """Each stage's resumable training state in `out`: kept by an interrupted run, removed when a run ends.
 
     A fresh run clears what an earlier interrupted one left; `resume` needs it to be there.
@@ -340,7 +340,7 @@ def _states(out: Path, stages: tuple[str, ...], resume: bool, meta: dict[str, An
     return states
 
 
-def _resumed(states: dict[str, TrainState]) -> dict[str, int]:
+def resumed_steps(states: dict[str, TrainState]) -> dict[str, int]:
     """The step each saved stage had reached, for `train_info.json`."""
     import torch
 
@@ -373,10 +373,10 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = SPLI
     from ttsi.tiny_models import build_tiny_model
 
     check_recipe(recipe)
-    start = _started()
+    start = started()
     meta = {"recipe": dataclasses.asdict(recipe), "workers": workers, "data": _data_digest(data, recipe.splits)}
-    states = _states(Path(out_dir), ("copy", "task"), resume, meta)
-    resumed = _resumed(states)
+    states = stage_states(Path(out_dir), ("copy", "task"), resume, meta)
+    resumed = resumed_steps(states)
     tasks = weighted([t for split in recipe.splits for t in load_split(split, data)], recipe.real_repeat)
     pairs = recipe_pairs(recipe, tasks)
     tokenizer = recipe_tokenizer(recipe, pairs)
@@ -397,14 +397,14 @@ def train_base(out_dir: str | Path, recipe: Recipe = Recipe(), data: Path = SPLI
                              emphasis=(call_names, recipe.name_weight) if recipe.name_weight != 1.0 else None,
                              workers=workers, state=states["task"])
     model.save_pretrained(out)
-    info = _save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
+    info = save_info(out, model, recipe, len(examples), len({t.id for t in tasks}), losses, start, data,
                       workers=workers, **({"resumed": resumed} if resumed else {}),
                       copy_final_loss=sum(copy_losses[-50:]) / len(copy_losses[-50:]) if copy_losses else None)
-    _finished(states)
+    finish_stages(states)
     return info
 
 
-def _finished(states: dict[str, TrainState]) -> None:
+def finish_stages(states: dict[str, TrainState]) -> None:
     for st in states.values():
         st.path.unlink(missing_ok=True)
 
@@ -430,13 +430,13 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     from ttsi.sealshift.train import train_causal_lm
 
     check_recipe(recipe)
-    start = _started()
+    start = started()
     base_files = Path(base_dir) / "model.safetensors"
     meta = {"recipe": dataclasses.asdict(recipe), "workers": workers,
             "data": _data_digest(data, ("train", "ood_train")),
             "base": hashlib.sha256(base_files.read_bytes()).hexdigest() if base_files.is_file() else str(base_dir)}
-    states = _states(Path(out_dir), ("teacher",), resume, meta)
-    resumed = _resumed(states)
+    states = stage_states(Path(out_dir), ("teacher",), resume, meta)
+    resumed = resumed_steps(states)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tasks = {split: load_split(split, data) for split in ("train", "ood_train")}
@@ -452,21 +452,21 @@ def train_teacher(base_dir: str | Path, out_dir: str | Path, recipe: TeacherReci
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    info = _save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
+    info = save_info(out, model, recipe, len(examples), len({t.id for ts in tasks.values() for t in ts}), losses,
                       start, data, workers=workers, base=str(base_dir), ood_repeat=repeat,
                       **({"resumed": resumed} if resumed else {}))
-    _finished(states)
+    finish_stages(states)
     return info
 
 
-def _started() -> tuple[float, str | None]:
+def started() -> tuple[float, str | None]:
     """When a run starts and the commit it starts from (read now: the checkout may move on while it trains)."""
     from ttsi.provenance import git_commit
 
     return time.perf_counter(), git_commit()
 
 
-def _save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float],
+def save_info(out: Path, model: Any, recipe: Any, examples: int, tasks: int, losses: list[float],
                started: tuple[float, str | None], data: Path, **extra: Any) -> dict[str, Any]:
     """`train_info.json` beside the weights: the recipe, the data counts, time, versions and starting commit."""
     import torch
