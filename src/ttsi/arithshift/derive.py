@@ -100,6 +100,7 @@ def make_problem(rng: random.Random, scenario: Scenario) -> dict[str, Any]:
     if rng.random() < 0.4:
         a, b = rng.randint(2, 9), rng.randint(2, 12)
         value = a * b
+        # a draw from one phrasing: it keeps the random stream, and so the shipped splits, as they were derived
         sentences.append(rng.choice((GROUPS,)).format(name=name, a=a, b=b, cont=cont, thing=thing))
         steps.append(f"{a} {cont} with {b} {thing} each make {a}*{b} = <<{a}*{b}={value}>>{value} {thing}.")
         ops.append("groups")

@@ -81,7 +81,8 @@ def grids(plan: Plan, summaries: dict[str, dict[str, Any]]) -> list[Grid]:
 
 
 def _num(x: float | None) -> str:
-    return "-" if x is None or x != x else f"{x:.2f}"
+    """An AUROC in a table: two decimals, "-" where it is undefined (None, or NaN: one class only)."""
+    return "-" if x is None or math.isnan(x) else f"{x:.2f}"
 
 
 def _average(plan: Plan, summaries: dict[str, dict[str, Any]], benchmarks: list[str]) -> Grid:
@@ -131,8 +132,7 @@ def extra(s: dict[str, Any] | None) -> str:
 
 
 def auroc(s: dict[str, Any] | None) -> str:
-    value = (s or {}).get("gate", {}).get("auroc")
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+    return _num((s or {}).get("gate", {}).get("auroc"))
 
 
 def print_grids(plan: Plan, summaries: dict[str, dict[str, Any]], console: Console) -> None:
