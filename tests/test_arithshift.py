@@ -153,6 +153,7 @@ def test_cli_train_base_refuses_an_unknown_setting_and_an_arithshift_teacher(tmp
 
     for args, message in ((["--setting", "arith"], "--setting must be sealshift or arithshift"),
                           (["--setting", "arithshift", "--teacher"], "no teacher model"),
+                          (["--setting", "arithshift", "--checkpoints"], "no intermediate checkpoints"),
                           (["--setting", "arithshift", "--set", "rename_fraction=0"], "rename_fraction")):
         result = CliRunner().invoke(app, ["train-base", "--out", str(tmp_path / "m"), *args])
         assert result.exit_code == 2, result.output

@@ -290,6 +290,9 @@ def train_base(
         raise ConfigError(f"--setting must be sealshift or arithshift, got {setting!r}")
     if setting == "arithshift" and teacher:
         raise ConfigError("--teacher: ArithShift has no teacher model (its TT-D needs a teacher endpoint)")
+    if setting == "arithshift" and checkpoints:
+        raise ConfigError("--checkpoints: ArithShift's recipe saves no intermediate checkpoints (its training state "
+                          "is saved every 200 steps for --resume)")
     out = out or Path(f".cache/ttsi/{setting}-base")
     recipe: Any
     if setting == "arithshift":
